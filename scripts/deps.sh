@@ -1,0 +1,35 @@
+# Sourced by scripts/test.sh and scripts/demo.sh: installs the Debian
+# packages the project needs, and only those that are missing.
+# Usage: rf_install_deps [EXTRA_PACKAGE...]
+
+RF_DEBIAN_PACKAGES=(
+	# build
+	gcc make cmake pkg-config clang-format
+	# libraries (pkg-config names: libibverbs librdmacm libpmem cmocka nbdkit inih)
+	libibverbs-dev librdmacm-dev ibverbs-providers rdma-core ibverbs-utils
+	libpmem-dev libcmocka-dev nbdkit nbdkit-plugin-dev libinih-dev
+	# soft-RoCE VM harness (tests/rxe-vm)
+	qemu-system-x86 busybox-static kmod cpio xz-utils zstd iproute2
+	# clients and tools used by functional tests
+	qemu-utils fio libnbd-bin perftest
+)
+
+rf_install_deps() {
+	local missing=() p sudo=()
+	for p in "${RF_DEBIAN_PACKAGES[@]}" "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+			missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		command -v sudo >/dev/null || {
+			echo "missing packages: ${missing[*]} (run as root or install sudo)" >&2
+			return 1
+		}
+		sudo=(sudo)
+	fi
+	echo "== installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	"${sudo[@]}" apt-get update -qq
+	"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
