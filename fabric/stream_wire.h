@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The framed stream protocol shared by the tcp:// and shm:// providers
+ * (documented byte by byte in docs/PROTOCOL.md, "Data transport: tcp and
+ * shm"). Every frame: a 16-byte header, then `length` payload bytes. All
+ * integers little-endian.
+ */
+#ifndef REPFABRIC_FABRIC_STREAM_WIRE_H
+#define REPFABRIC_FABRIC_STREAM_WIRE_H
+
+#include <stdint.h>
+
+#define RF_SW_MAGIC    0x42465246u /* "FRFB" on the wire: 46 52 46 42 */
+#define RF_SW_VERSION  1
+#define RF_SW_HDR_LEN  16
+#define RF_SW_MAX_CTRL 4096 /* payload cap for every type but WRITE */
+
+enum rf_sw_type {
+	RF_SW_HELLO = 1,    /* producer -> hub: token u64 */
+	RF_SW_WELCOME = 2,  /* hub -> producer: ring info (+ shm path) */
+	RF_SW_REFUSE = 3,   /* hub -> producer: errno i32 + reason text */
+	RF_SW_WRITE = 4,    /* producer -> hub (tcp): off u64, len u32, bytes */
+	RF_SW_DOORBELL = 5, /* producer -> hub: last_seq u64 */
+	RF_SW_POSITION = 6, /* hub -> producer: 4 x u64 */
+};
+
+/* Payload sizes of the fixed parts. */
+#define RF_SW_HELLO_LEN     8
+#define RF_SW_WELCOME_FIXED 58 /* ring_id, data_size, 4 positions, data_off, path_len u16 */
+#define RF_SW_WRITE_SUBHDR  12
+#define RF_SW_DOORBELL_LEN  8
+#define RF_SW_POSITION_LEN  32
+#define RF_SW_MAX_PATH      1024
+
+#endif /* REPFABRIC_FABRIC_STREAM_WIRE_H */
