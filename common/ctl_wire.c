@@ -1,0 +1,581 @@
+/* SPDX-License-Identifier: MIT */
+/* Control channel framing and payload codecs: see include/repfabric/ctl.h. */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "repfabric/ctl.h"
+
+/* ---- bounded little-endian writer and reader -------------------------- */
+
+struct wbuf {
+	uint8_t *p;
+	size_t len, cap;
+	int err;
+};
+
+struct rbuf {
+	const uint8_t *p;
+	size_t len, off;
+	const char *why;
+};
+
+static void w_bytes(struct wbuf *w, const void *src, size_t n)
+{
+	if (w->err || n > w->cap - w->len) {
+		w->err = -ENOBUFS;
+		return;
+	}
+	memcpy(w->p + w->len, src, n);
+	w->len += n;
+}
+
+static void w_le(struct wbuf *w, uint64_t v, unsigned n)
+{
+	uint8_t b[8];
+
+	for (unsigned i = 0; i < n; i++)
+		b[i] = (uint8_t)(v >> (8 * i));
+	w_bytes(w, b, n);
+}
+
+static void w_str(struct wbuf *w, const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n > max) {
+		w->err = -EINVAL;
+		return;
+	}
+	w_le(w, n, 2);
+	w_bytes(w, s, n);
+}
+
+static int w_done(const struct wbuf *w)
+{
+	return w->err ? w->err : (int)w->len;
+}
+
+static const uint8_t *r_take(struct rbuf *r, size_t n)
+{
+	const uint8_t *p;
+
+	if (r->why)
+		return NULL;
+	if (n > r->len - r->off) {
+		r->why = "payload shorter than its fields";
+		return NULL;
+	}
+	p = r->p + r->off;
+	r->off += n;
+	return p;
+}
+
+static uint64_t r_le(struct rbuf *r, unsigned n)
+{
+	const uint8_t *p = r_take(r, n);
+	uint64_t v = 0;
+
+	if (!p)
+		return 0;
+	for (unsigned i = 0; i < n; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+/* A length-prefixed string of at most @max bytes, no NUL inside. */
+static void r_str(struct rbuf *r, char *out, size_t max)
+{
+	size_t n = (size_t)r_le(r, 2);
+	const uint8_t *p;
+
+	out[0] = '\0';
+	if (r->why)
+		return;
+	if (n > max) {
+		r->why = "string longer than allowed";
+		return;
+	}
+	p = r_take(r, n);
+	if (!p)
+		return;
+	if (memchr(p, '\0', n)) {
+		r->why = "NUL byte inside a string";
+		return;
+	}
+	memcpy(out, p, n);
+	out[n] = '\0';
+}
+
+static int r_done(struct rbuf *r, const char **why)
+{
+	if (!r->why && r->off != r->len)
+		r->why = "trailing bytes after the last field";
+	if (r->why) {
+		if (why)
+			*why = r->why;
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+#define WBUF(b, n)                                                                                 \
+	{                                                                                          \
+		.p = (b), .cap = (n)                                                               \
+	}
+#define RBUF(b, n)                                                                                 \
+	{                                                                                          \
+		.p = (b), .len = (n)                                                               \
+	}
+
+/* ---- header ----------------------------------------------------------- */
+
+void rf_ctl_hdr_encode(uint8_t *buf, uint16_t type, uint64_t req_id, uint32_t len)
+{
+	struct wbuf w = WBUF(buf, RF_CTL_HDR_LEN);
+
+	w_le(&w, RF_CTL_MAGIC, 4);
+	w_le(&w, RF_CTL_VERSION, 2);
+	w_le(&w, type, 2);
+	w_le(&w, req_id, 8);
+	w_le(&w, len, 4);
+	w_le(&w, 0, 4);
+}
+
+int rf_ctl_hdr_decode(const uint8_t *buf, struct rf_ctl_hdr *h, const char **why)
+{
+	struct rbuf r = RBUF(buf, RF_CTL_HDR_LEN);
+	uint32_t magic = (uint32_t)r_le(&r, 4);
+	uint16_t version = (uint16_t)r_le(&r, 2);
+
+	h->type = (uint16_t)r_le(&r, 2);
+	h->req_id = r_le(&r, 8);
+	h->len = (uint32_t)r_le(&r, 4);
+	if (magic != RF_CTL_MAGIC)
+		*why = "bad magic (not a repfabric control frame)";
+	else if (version != RF_CTL_VERSION)
+		*why = "unsupported protocol version";
+	else if (r_le(&r, 4) != 0)
+		*why = "reserved header bytes not zero";
+	else if (h->len > RF_CTL_MAX_PAYLOAD)
+		*why = "payload length above the 1 MiB + 4 KiB cap";
+	else
+		return 0;
+	return -EPROTO;
+}
+
+const char *rf_vol_state_name(enum rf_vol_state st)
+{
+	static const char *const names[] = {"unknown", "syncing", "resyncing", "protected",
+	                                    "disconnected"};
+
+	return (unsigned)st < sizeof(names) / sizeof(names[0]) ? names[st] : "?";
+}
+
+bool rf_ctl_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > RF_CTL_MAX_NAME)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* ---- payloads --------------------------------------------------------- */
+
+int rf_ctl_enc_error(uint8_t *buf, size_t cap, const struct rf_ctl_error *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	w_le(&w, (uint32_t)m->code, 4);
+	w_str(&w, m->reason, RF_CTL_MAX_TEXT);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_error(const uint8_t *p, size_t len, struct rf_ctl_error *m, const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	m->code = (int32_t)r_le(&r, 4);
+	r_str(&r, m->reason, RF_CTL_MAX_TEXT);
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_hello(uint8_t *buf, size_t cap, const struct rf_ctl_hello *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	if (!rf_ctl_name_ok(m->agent_id))
+		return -EINVAL;
+	w_le(&w, m->proto, 2);
+	w_str(&w, m->agent_id, RF_CTL_MAX_NAME);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_hello(const uint8_t *p, size_t len, struct rf_ctl_hello *m, const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	m->proto = (uint16_t)r_le(&r, 2);
+	r_str(&r, m->agent_id, RF_CTL_MAX_NAME);
+	if (!r.why && !rf_ctl_name_ok(m->agent_id))
+		r.why = "agent id is not a valid name ([A-Za-z0-9._-], 1..64)";
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_hello_ok(uint8_t *buf, size_t cap, const struct rf_ctl_hello_ok *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	w_le(&w, m->session, 8);
+	w_le(&w, m->token, 8);
+	w_str(&w, m->data_url, RF_CTL_MAX_TEXT);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_hello_ok(const uint8_t *p, size_t len, struct rf_ctl_hello_ok *m, const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	m->session = r_le(&r, 8);
+	m->token = r_le(&r, 8);
+	r_str(&r, m->data_url, RF_CTL_MAX_TEXT);
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_volume_report(uint8_t *buf, size_t cap, const struct rf_ctl_volume_report *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	if (!rf_ctl_name_ok(m->name))
+		return -EINVAL;
+	w_le(&w, m->vol_id, 4);
+	w_le(&w, m->size, 8);
+	w_le(&w, m->bitmap_valid, 1);
+	w_str(&w, m->name, RF_CTL_MAX_NAME);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_volume_report(const uint8_t *p, size_t len, struct rf_ctl_volume_report *m,
+                             const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	m->vol_id = (uint32_t)r_le(&r, 4);
+	m->size = r_le(&r, 8);
+	m->bitmap_valid = (uint8_t)r_le(&r, 1);
+	r_str(&r, m->name, RF_CTL_MAX_NAME);
+	if (!r.why && !rf_ctl_name_ok(m->name))
+		r.why = "volume name is not a valid name ([A-Za-z0-9._-], 1..64)";
+	else if (!r.why && (m->size == 0 || m->size % 512))
+		r.why = "volume size is zero or not a multiple of 512";
+	else if (!r.why && m->bitmap_valid > 1)
+		r.why = "bitmap_valid is neither 0 nor 1";
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_volume_ok(uint8_t *buf, size_t cap, const struct rf_ctl_volume_ok *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	w_le(&w, m->vol_id, 4);
+	w_le(&w, m->state, 1);
+	w_le(&w, m->sync, 1);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_volume_ok(const uint8_t *p, size_t len, struct rf_ctl_volume_ok *m, const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	m->vol_id = (uint32_t)r_le(&r, 4);
+	m->state = (uint8_t)r_le(&r, 1);
+	m->sync = (uint8_t)r_le(&r, 1);
+	if (!r.why && (m->state > RF_VOL_DISCONNECTED || m->sync > RF_SYNC_DIRTY))
+		r.why = "unknown volume state or sync mode";
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_sync_read(uint8_t *buf, size_t cap, const struct rf_ctl_sync_read *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	w_le(&w, m->vol_id, 4);
+	w_le(&w, m->offset, 8);
+	w_le(&w, m->length, 4);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_sync_read(const uint8_t *p, size_t len, struct rf_ctl_sync_read *m, const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	m->vol_id = (uint32_t)r_le(&r, 4);
+	m->offset = r_le(&r, 8);
+	m->length = (uint32_t)r_le(&r, 4);
+	if (!r.why && (m->length == 0 || m->length > RF_CTL_MAX_DATA))
+		r.why = "sync read length outside 1..1 MiB";
+	else if (!r.why && m->offset > UINT64_MAX - m->length)
+		r.why = "sync read range overflows";
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_sync_posted(uint8_t *buf, size_t cap, const struct rf_ctl_sync_posted *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	w_le(&w, m->vol_id, 4);
+	w_le(&w, m->offset, 8);
+	w_le(&w, m->length, 4);
+	w_le(&w, m->seq, 8);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_sync_posted(const uint8_t *p, size_t len, struct rf_ctl_sync_posted *m,
+                           const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	m->vol_id = (uint32_t)r_le(&r, 4);
+	m->offset = r_le(&r, 8);
+	m->length = (uint32_t)r_le(&r, 4);
+	m->seq = r_le(&r, 8);
+	if (!r.why && (m->length == 0 || m->length > RF_CTL_MAX_DATA))
+		r.why = "sync length outside 1..1 MiB";
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_progress(uint8_t *buf, size_t cap, const struct rf_ctl_progress *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	if (m->nvols > RF_CTL_MAX_PROGRESS_VOLS)
+		return -EINVAL;
+	w_le(&w, m->next_seq, 8);
+	w_le(&w, m->queued, 4);
+	w_le(&w, m->nvols, 2);
+	for (unsigned i = 0; i < m->nvols; i++) {
+		w_le(&w, m->vols[i].vol_id, 4);
+		w_le(&w, m->vols[i].dirty_bytes, 8);
+	}
+	return w_done(&w);
+}
+
+int rf_ctl_dec_progress(const uint8_t *p, size_t len, struct rf_ctl_progress *m, const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	m->next_seq = r_le(&r, 8);
+	m->queued = (uint32_t)r_le(&r, 4);
+	m->nvols = (uint16_t)r_le(&r, 2);
+	if (!r.why && m->nvols > RF_CTL_MAX_PROGRESS_VOLS)
+		r.why = "more than 256 volumes in a progress report";
+	for (unsigned i = 0; !r.why && i < m->nvols; i++) {
+		m->vols[i].vol_id = (uint32_t)r_le(&r, 4);
+		m->vols[i].dirty_bytes = r_le(&r, 8);
+	}
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_volume_state(uint8_t *buf, size_t cap, const struct rf_ctl_volume_state *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	w_le(&w, m->vol_id, 4);
+	w_le(&w, m->state, 1);
+	w_le(&w, m->synced_bytes, 8);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_volume_state(const uint8_t *p, size_t len, struct rf_ctl_volume_state *m,
+                            const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	m->vol_id = (uint32_t)r_le(&r, 4);
+	m->state = (uint8_t)r_le(&r, 1);
+	m->synced_bytes = r_le(&r, 8);
+	if (!r.why && m->state > RF_VOL_DISCONNECTED)
+		r.why = "unknown volume state";
+	return r_done(&r, why);
+}
+
+/* ---- blocking helpers ------------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int wait_fd(int fd, short ev, int64_t deadline)
+{
+	struct pollfd p = {.fd = fd, .events = ev};
+
+	for (;;) {
+		int left = (int)(deadline - now_ms()), rc;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		rc = poll(&p, 1, left);
+		if (rc > 0)
+			return 0;
+		if (rc < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+int rf_ctl_dial(const char *hostport, int timeout_ms)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
+	int64_t deadline = now_ms() + timeout_ms;
+	char host[256], port[16];
+	const char *colon = strrchr(hostport, ':');
+	const char *h = hostport;
+	size_t hl;
+	int fd, rc, err = 0, one = 1;
+	socklen_t el = sizeof(err);
+
+	if (!colon || colon == hostport || strlen(colon + 1) >= sizeof(port))
+		return -EINVAL;
+	hl = (size_t)(colon - hostport);
+	if (h[0] == '[' && colon[-1] == ']') {
+		h++;
+		hl -= 2;
+	}
+	if (hl >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	strcpy(port, colon + 1);
+	if (getaddrinfo(host, port, &hints, &ai))
+		return -EHOSTUNREACH;
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		rc = -errno;
+		goto out_free;
+	}
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+		if (errno != EINPROGRESS) {
+			rc = -errno;
+			goto out_close;
+		}
+		rc = wait_fd(fd, POLLOUT, deadline);
+		if (rc)
+			goto out_close;
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
+			rc = err ? -err : -errno;
+			goto out_close;
+		}
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	freeaddrinfo(ai);
+	return fd;
+out_close:
+	close(fd);
+out_free:
+	freeaddrinfo(ai);
+	return rc;
+}
+
+static int write_all(int fd, struct iovec *iov, int n, int64_t deadline)
+{
+	while (n > 0) {
+		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+		ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+
+		if (w < 0) {
+			int rc;
+
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return -errno;
+			rc = wait_fd(fd, POLLOUT, deadline);
+			if (rc)
+				return rc;
+			continue;
+		}
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (char *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+int rf_ctl_send(int fd, uint16_t type, uint64_t req_id, const void *payload, uint32_t len,
+                const void *data2, uint32_t len2)
+{
+	uint8_t h[RF_CTL_HDR_LEN];
+	struct iovec iov[3] = {{h, sizeof(h)}, {(void *)payload, len}, {(void *)data2, len2}};
+
+	if ((uint64_t)len + len2 > RF_CTL_MAX_PAYLOAD)
+		return -EMSGSIZE;
+	rf_ctl_hdr_encode(h, type, req_id, len + len2);
+	return write_all(fd, iov, 3, now_ms() + 30000);
+}
+
+static int read_all(int fd, void *buf, size_t len, int64_t deadline)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = read(fd, (char *)buf + got, len - got);
+
+		if (n > 0) {
+			got += (size_t)n;
+		} else if (n == 0) {
+			return -ECONNRESET;
+		} else if (errno == EAGAIN) {
+			int rc = wait_fd(fd, POLLIN, deadline);
+
+			if (rc)
+				return rc;
+		} else if (errno != EINTR) {
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+int rf_ctl_recv(int fd, struct rf_ctl_hdr *h, uint8_t *buf, size_t cap, int timeout_ms,
+                const char **why)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	uint8_t hb[RF_CTL_HDR_LEN];
+	int rc;
+
+	rc = read_all(fd, hb, sizeof(hb), deadline);
+	if (rc)
+		return rc;
+	rc = rf_ctl_hdr_decode(hb, h, why);
+	if (rc)
+		return rc;
+	if (h->len > cap) {
+		*why = "frame larger than the receive buffer";
+		return -EPROTO;
+	}
+	return read_all(fd, buf, h->len, deadline);
+}
