@@ -35,8 +35,8 @@ extern "C" {
 
 /* Most segments one post may carry (a PAD's header and trailer + a record). */
 #define RF_FAB_MAX_SEGS 4
-/* Largest single segment. */
-#define RF_FAB_MAX_SEG_LEN (16u << 20)
+/* Largest single segment: a ring record of 16 MiB payload plus its framing. */
+#define RF_FAB_MAX_SEG_LEN ((16u << 20) + 4096u)
 
 /* One piece of a post: @len bytes from @buf go to data-area offset @off. */
 struct rf_fab_seg {
