@@ -677,6 +677,11 @@ static void handle_hello(struct sw_peer *p)
 		peer_refuse(p, rc, rc == -ENOENT ? "unknown token" : strerror(-rc));
 		return;
 	}
+	/* From here on the owner hears ATTACHED, then exactly one DETACHED. */
+	p->state = SW_PEER_ATTACHED;
+	p->last_seq = 0;
+	queue_event(l, &(struct rf_fab_hub_event){
+	                   .type = RF_FAB_HEV_ATTACHED, .peer = &p->base, .token = p->token});
 	if (!p->mem.data || p->mem.data_size == 0 || p->mem.data_size % 256 ||
 	    (l->shm && (!p->mem.path || strlen(p->mem.path) > RF_SW_MAX_PATH))) {
 		RF_ERR("fabric", "attach callback returned an unusable ring for token %#llx",
@@ -693,15 +698,9 @@ static void handle_hello(struct sw_peer *p)
 		memcpy(w + RF_SW_WELCOME_FIXED, p->mem.path, path_len);
 	}
 	put16(w + 56, (uint16_t)path_len);
-	p->state = SW_PEER_ATTACHED;
-	p->last_seq = 0;
 	if (send_frame(p->fd, RF_SW_WELCOME, w, (uint32_t)(RF_SW_WELCOME_FIXED + path_len),
-	               SW_PUBLISH_TIMEOUT_MS)) {
+	               SW_PUBLISH_TIMEOUT_MS))
 		peer_kill(p, -ECONNRESET);
-		return;
-	}
-	queue_event(l, &(struct rf_fab_hub_event){
-	                   .type = RF_FAB_HEV_ATTACHED, .peer = &p->base, .token = p->token});
 }
 
 /* A complete header arrived: check it against the peer's state. */

@@ -89,7 +89,9 @@ struct rf_fab_event {
  * associates with @token (handed out on the control channel). Blocks at most
  * @timeout_ms. On success fills @info and returns 0. Errors: -EINVAL (bad
  * URL), -EPROTONOSUPPORT (unknown scheme), -ECONNREFUSED, -ETIMEDOUT,
- * -EACCES/-ENOENT (the hub refused the token; the reason is logged), -ENOMEM.
+ * -ENODEV (rdma: no RDMA device for that address), -ENOMEM, or the errno
+ * the hub's attach callback refused the token with (-ENOENT, -EBUSY, ...;
+ * the reason is logged).
  */
 int rf_fab_connect(const char *url, uint64_t token, int timeout_ms, struct rf_fab_conn **out,
                    struct rf_fab_ring_info *info);
@@ -140,6 +142,11 @@ struct rf_fab_hub_ops {
 	int (*attach)(void *ctx, uint64_t token, struct rf_fab_ring_mem *mem);
 };
 
+/*
+ * Every attach() that returned 0 is followed by exactly one ATTACHED event
+ * and, later, exactly one DETACHED event for that peer, even when the
+ * connection fails right after the callback.
+ */
 enum rf_fab_hub_event_type {
 	RF_FAB_HEV_ATTACHED = 1, /* a producer attached (token) */
 	RF_FAB_HEV_DATA = 2,     /* every record up to seq has landed in the ring */

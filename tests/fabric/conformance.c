@@ -5,6 +5,7 @@
  *
  *   rf-fabric-conformance run --url URL --dir DIR [--case NAME]...
  *   rf-fabric-conformance hub --url URL --ring FILE --state FILE --max-payload N
+ *   rf-fabric-conformance produce --url URL --state FILE --max-payload N
  *
  * "run" forks hub processes (this program in "hub" mode) and acts as the
  * producer, so it can kill and restart either side. Every record's content
@@ -623,6 +624,26 @@ static void producer_free(struct producer *p)
 	free(p->bufs);
 }
 
+/* Produce volume 0 records from where the hub's state says it is, until
+ * killed (the producer-crash case's children). */
+static int produce_main(const char *url, const char *state_path, uint32_t max_payload)
+{
+	struct producer p = {.url = url, .max_payload = max_payload};
+	struct hub_state st;
+	uint64_t start;
+
+	if (state_load(state_path, &st))
+		return 3;
+	start = st.next_index[0];
+	if (producer_connect(&p))
+		return 2;
+	for (uint64_t i = start; i < start + 100000; i++)
+		if (producer_put(&p, 0, i, false))
+			return 1;
+	producer_free(&p);
+	return 0;
+}
+
 /* --------------------------------------------------------------- driver */
 
 struct run_ctx {
@@ -706,10 +727,10 @@ struct case_opts {
 };
 
 static int check_final(struct run_ctx *r, const char *name, const struct producer *p,
-                       const uint64_t *expect, int64_t t0)
+                       const uint64_t *expect, int64_t t0, bool failed_before)
 {
 	struct hub_state st;
-	int rc = hub_finish(r, &st), bad = rc != 0;
+	int rc = hub_finish(r, &st), bad = rc != 0 || failed_before;
 
 	for (int v = 0; v < MAX_VOLUMES; v++)
 		if (st.next_index[v] != expect[v])
@@ -752,22 +773,17 @@ static int run_case(struct run_ctx *r, const char *name, const struct case_opts 
 		 * the hub must hold a valid, contiguous prefix of each. Volume 1
 		 * is then written by a producer that lives to the end. */
 		for (int k = 0; k < o->producer_crashes; k++) {
-			pid_t child = fork();
+			char maxp[32];
+			pid_t child;
 
+			/* fork + exec: a child may not reuse its parent's RDMA
+			 * device handles, so it starts as a fresh process. */
+			snprintf(maxp, sizeof(maxp), "%u", o->max_payload);
+			child = fork();
 			if (child == 0) {
-				struct producer cp = {.url = r->url, .max_payload = o->max_payload};
-				struct hub_state st;
-				uint64_t start;
-
-				if (state_load(r->state, &st))
-					_exit(3);
-				start = st.next_index[0];
-				if (producer_connect(&cp))
-					_exit(2);
-				for (uint64_t i = start; i < start + 100000; i++)
-					if (producer_put(&cp, 0, i, false))
-						_exit(1);
-				_exit(0);
+				execl(r->self, r->self, "produce", "--url", r->url, "--state",
+				      r->state, "--max-payload", maxp, (char *)NULL);
+				_exit(127);
 			}
 			usleep(100000 + (useconds_t)(mix64((uint64_t)k) % 200000));
 			kill(child, SIGKILL);
@@ -842,7 +858,7 @@ static int run_case(struct run_ctx *r, const char *name, const struct case_opts 
 		RF_ERR("run", "%s: producer failed: %s", name, rc < 0 ? strerror(-rc) : "?");
 		rc = -1;
 	}
-	if (check_final(r, name, &p, expect, t0))
+	if (check_final(r, name, &p, expect, t0, rc != 0))
 		rc = -1;
 	producer_free(&p);
 	return rc;
@@ -892,9 +908,11 @@ static int run_main(const char *self, const char *url, const char *dir, char **o
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: rf-fabric-conformance run --url URL --dir DIR [--case NAME]...\n"
-	                "       rf-fabric-conformance hub --url URL --ring FILE --state FILE "
-	                "--max-payload N --ring-size N\n");
+	fprintf(stderr,
+	        "usage: rf-fabric-conformance run --url URL --dir DIR [--case NAME]...\n"
+	        "       rf-fabric-conformance hub --url URL --ring FILE --state FILE "
+	        "--max-payload N --ring-size N\n"
+	        "       rf-fabric-conformance produce --url URL --state FILE --max-payload N\n");
 }
 
 int main(int argc, char **argv)
@@ -956,6 +974,8 @@ int main(int argc, char **argv)
 	rf_log_set_program(argv[1]);
 	if (strcmp(argv[1], "hub") == 0 && url && ring && state && maxp && rsize)
 		return hub_main(url, ring, state, maxp, rsize);
+	if (strcmp(argv[1], "produce") == 0 && url && state && maxp)
+		return produce_main(url, state, maxp);
 	if (strcmp(argv[1], "run") == 0 && url && dir) {
 		n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 		if (n <= 0)
