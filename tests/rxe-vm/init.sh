@@ -3,7 +3,8 @@
 # into the initramfs, run.sh boots it).  It:
 #   1. loads the modules listed in /modules.list (dependency order),
 #   2. mounts the host's / (9p tag "hostroot", read-only) under an overlay
-#      with a tmpfs upper layer, plus proc, sys, dev, /dev/shm and /tmp,
+#      with a tmpfs upper layer (the host's /tmp shows through it, so a
+#      checkout under /tmp works), plus proc, sys, dev and /dev/shm,
 #   3. mounts run.sh's run folder (tag "rfrun") at /run/rf-vm and each
 #      --share folder (tags listed in /run/rf-vm/shares) at its host path,
 #   4. brings up eth0 (10.0.2.15/24) and binds rxe0 to it,
@@ -63,7 +64,6 @@ mount -t devtmpfs devtmpfs $NEWROOT/dev
 mkdir -p $NEWROOT/dev/shm $NEWROOT/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $NEWROOT/dev/shm
 mount -t devpts devpts $NEWROOT/dev/pts 2>/dev/null
-mount -t tmpfs -o mode=1777 tmpfs $NEWROOT/tmp
 mount -t tmpfs -o mode=0755 tmpfs $NEWROOT/run
 mkdir -p $RUNDIR
 mount --bind /rfrun $RUNDIR || fail "cannot bind the run folder into the new root"

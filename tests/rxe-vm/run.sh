@@ -6,8 +6,9 @@
 #
 # The guest sees the host's / read-only (with a throw-away tmpfs overlay on
 # top) and runs CMD with the host's bash, in the same working directory and
-# with the same exported environment.  Guest /tmp, /run and /dev/shm are
-# fresh tmpfs mounts.
+# with the same exported environment.  Guest /run and /dev/shm are fresh
+# tmpfs mounts; /tmp is the host's, read-only under the same overlay, so
+# writes there stay in the guest.
 #
 # Options:
 #   --timeout S  bound the whole boot + command + poweroff (default 300 s,
@@ -155,7 +156,7 @@ trap 'exit 143' TERM
 	done < <(compgen -e)
 	printf 'if ! cd -- %q; then\n' "$PWD"
 	printf '\techo %q | tee /run/rf-vm/error\n' \
-		"working directory $PWD is not visible in the guest (under /tmp? pass --share)"
+		"working directory $PWD is not visible in the guest"
 	printf '\texit 125\nfi\n'
 	printf 'exec'
 	printf ' %q' "$@"
