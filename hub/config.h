@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * rephubd configuration: an INI file read with libinih and checked against
+ * one table of keys (section, name, default, bounds, validator). Every
+ * problem is collected as "FILE:LINE: key 'K' in [SECTION]: reason" in
+ * cfg->errors; nothing is printed. Keys and their meaning: docs/CONFIG.md.
+ */
+#ifndef REPHUB_CONFIG_H
+#define REPHUB_CONFIG_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "repfabric/ctl.h"
+#include "repfabric/log.h"
+
+struct hub_vol_config {
+	char name[RF_CTL_MAX_NAME + 1];
+	char recovery[PATH_MAX]; /* the recovery image (absolute path) */
+	int line;                /* line of the [volume NAME] header */
+	unsigned seen;           /* bit per table key: set in the file */
+	int seen_line[8];
+};
+
+struct hub_config {
+	char path[PATH_MAX]; /* the file, as given */
+	char control[256];   /* HOST:PORT of the control channel */
+	char data[RF_CTL_MAX_TEXT + 1];
+	char state_dir[PATH_MAX];
+	uint64_t ring_size; /* data area bytes of each agent's ring */
+	uint64_t sync_rate; /* bytes per second per volume, 0 = unlimited */
+	enum rf_log_level log_level;
+
+	struct hub_vol_config *vols;
+	size_t nvols;
+
+	int hub_line; /* line of the [hub] header, 0 when absent */
+	unsigned hub_seen;
+	int hub_seen_line[8];
+
+	char **errors; /* one message per problem */
+	size_t nerrors;
+};
+
+/*
+ * Read and check @path into @cfg (zeroed first). Returns 0, or -EINVAL when
+ * the file has problems (each listed in cfg->errors), or -errno when it
+ * cannot be read (also listed). Free with hub_config_free() in every case.
+ */
+int hub_config_load(struct hub_config *cfg, const char *path);
+void hub_config_free(struct hub_config *cfg);
+
+/* The volume named @name, or NULL. */
+const struct hub_vol_config *hub_config_volume(const struct hub_config *cfg, const char *name);
+
+/*
+ * Parse a size: digits with an optional K, M, G or T suffix (powers of
+ * 1024, case-insensitive). Returns 0 or -EINVAL (@why says what is wrong).
+ */
+int hub_parse_size(const char *s, uint64_t *out, const char **why);
+
+/* Check "HOST:PORT" (a name, an IPv4 address or [IPv6]). 0 or -EINVAL. */
+int hub_check_hostport(const char *s, char *why, size_t whylen);
+
+#endif /* REPHUB_CONFIG_H */

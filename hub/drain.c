@@ -1,0 +1,334 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Drain: apply the records of an agent's ring to the recovery images.
+ *
+ * A batch peeks and applies records in sequence order, advancing the
+ * in-memory head; then every touched image is fdatasync'ed, the head is
+ * persisted, and only then is the position published to the producer. So
+ * the published durable sequence always means "applied and on disk".
+ *
+ * A record is checked before it is applied: its vol_id must be a volume
+ * this agent reported in its current session (or, with no session, the
+ * mapping recorded in the volume's state file), and offset + length must be
+ * inside the volume. An invalid record stops the drain, is logged with the
+ * reason and counted, and fences the producer. A peek that fails at a
+ * sequence a DATA event announced as landed is corruption: the same.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hub.h"
+#include "repfabric/log.h"
+
+#define SUBSYS   "drain"
+#define ZERO_BUF (1u << 20)
+
+static uint8_t zeros[ZERO_BUF];
+
+static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const uint8_t *p = buf;
+
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int write_zeros(int fd, uint64_t off, uint64_t len)
+{
+	while (len > 0) {
+		size_t n = len < ZERO_BUF ? (size_t)len : ZERO_BUF;
+		int rc = pwrite_all(fd, zeros, n, off);
+
+		if (rc)
+			return rc;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static bool fallocate_unsupported(int err)
+{
+	return err == EOPNOTSUPP || err == ENOSYS || err == EINVAL || err == ENODEV;
+}
+
+/* The range reads as zeroes afterwards, whatever the file system supports. */
+static int zero_range(int fd, uint64_t off, uint64_t len)
+{
+	if (fallocate(fd, FALLOC_FL_ZERO_RANGE, (off_t)off, (off_t)len) == 0)
+		return 0;
+	if (!fallocate_unsupported(errno))
+		return -errno;
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+		return 0;
+	if (!fallocate_unsupported(errno))
+		return -errno;
+	return write_zeros(fd, off, len);
+}
+
+static int trim_range(int fd, uint64_t off, uint64_t len)
+{
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+		return 0;
+	if (!fallocate_unsupported(errno))
+		return -errno;
+	return zero_range(fd, off, len);
+}
+
+static int apply(struct volume *v, const struct rf_ring_record *r)
+{
+	if (r->length == 0)
+		return 0;
+	switch (r->type) {
+	case RF_RING_REC_DATA:
+		return pwrite_all(v->fd, r->payload, r->payload_len, r->offset);
+	case RF_RING_REC_ZERO:
+		return zero_range(v->fd, r->offset, r->length);
+	case RF_RING_REC_TRIM:
+		return trim_range(v->fd, r->offset, r->length);
+	default:
+		return -EINVAL;
+	}
+}
+
+/* Is @r something we may apply? Fills @vout, or @why. */
+static int check_record(struct agent *a, const struct rf_ring_record *r, struct volume **vout,
+                        char *why, size_t whylen)
+{
+	bool live = a->conn != NULL;
+	struct volume *v;
+
+	*vout = NULL;
+	if (r->type != RF_RING_REC_DATA && r->type != RF_RING_REC_ZERO &&
+	    r->type != RF_RING_REC_TRIM) {
+		snprintf(why, whylen, "record type %u is not DATA, ZERO or TRIM", r->type);
+		return -EINVAL;
+	}
+	if (r->type == RF_RING_REC_DATA && r->payload_len != r->length) {
+		snprintf(why, whylen, "DATA record with %u payload bytes for a length of %u",
+		         r->payload_len, r->length);
+		return -EINVAL;
+	}
+	v = volume_by_vol_id(a, r->volume_id, live);
+	if (!v) {
+		snprintf(why, whylen, "vol_id %u is not a volume this agent %s", r->volume_id,
+		         live ? "reported in its session" : "owns");
+		return -EINVAL;
+	}
+	*vout = v;
+	if (r->offset > v->size || r->length > v->size - r->offset) {
+		snprintf(why, whylen,
+		         "range %" PRIu64 "+%u is outside volume %s (%" PRIu64 " bytes)", r->offset,
+		         r->length, v->cfg->name, v->size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+void drain_publish(struct agent *a)
+{
+	struct rf_fab_position pos;
+
+	if (!a->peer)
+		return;
+	pos.durable_pos = pos.head_pos = a->durable_pos;
+	pos.durable_seq = pos.head_seq = a->durable_seq;
+	rf_fab_publish(a->peer, &pos); /* -ENOTCONN: a DETACHED event follows */
+}
+
+/* Make the applied records durable: sync the images, then persist the head. */
+static int commit(struct agent *a)
+{
+	struct hub *h = a->hub;
+	int rc;
+
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct volume *v = &h->vols[i];
+
+		if (!v->touched || v->fd < 0)
+			continue;
+		if (fdatasync(v->fd)) {
+			rc = -errno;
+			agent_set_error(a, "fdatasync of %s failed: %s", v->cfg->recovery,
+			                strerror(-rc));
+			RF_ERR(SUBSYS,
+			       "volume %s: fdatasync of %s failed: %s; the ring head is not "
+			       "advanced, retrying",
+			       v->cfg->name, v->cfg->recovery, strerror(-rc));
+			return rc;
+		}
+		v->touched = false;
+	}
+	rc = rf_ring_persist_head(a->ring);
+	if (rc) {
+		agent_set_error(a, "cannot persist the ring head: %s", strerror(-rc));
+		return rc;
+	}
+	rf_ring_head(a->ring, &a->durable_pos, &a->durable_seq);
+	sync_on_durable(a);
+	drain_publish(a);
+	return 0;
+}
+
+static void invalid_record(struct agent *a, enum drain_mode mode, uint64_t seq, const char *what,
+                           struct volume *v)
+{
+	if (!(a->stop_invalid && a->invalid_seq == seq)) {
+		RF_ERR(SUBSYS, "agent %s: %s", a->id, what);
+		agent_set_error(a, "%s", what);
+		a->invalid_records++;
+		if (v)
+			v->invalid_records++;
+		a->stop_invalid = true;
+		a->invalid_seq = seq;
+	}
+	if (mode == DRAIN_LIVE && a->peer)
+		session_fence(a, "invalid record in the ring");
+}
+
+int drain_agent(struct agent *a, enum drain_mode mode)
+{
+	struct hub *h = a->hub;
+	uint64_t bytes = 0;
+	unsigned n = 0;
+	int rc = 0;
+
+	a->need_drain = false;
+	if (!a->ring || a->ring_broken)
+		return 0;
+	if (a->drain_stuck && hub_now_ms() < a->drain_retry_at)
+		return 0;
+	a->drain_stuck = false;
+	while (n < HUB_DRAIN_BATCH_RECS && bytes < HUB_DRAIN_BATCH_BYTES) {
+		struct rf_ring_verdict vd = {.status = RF_RING_ST_OK};
+		struct rf_ring_record r;
+		struct volume *v;
+		char why[256], what[512];
+
+		if (rf_ring_peek(a->ring, &r, &vd)) {
+			uint64_t hpos, hseq;
+
+			rf_ring_head(a->ring, &hpos, &hseq);
+			if (mode == DRAIN_LIVE && a->peer && a->landed_valid &&
+			    hseq <= a->landed_seq) {
+				snprintf(what, sizeof(what),
+				         "record seq %" PRIu64
+				         " was announced as landed but is not "
+				         "valid: %s: %s",
+				         hseq, rf_ring_status_name(vd.status), vd.reason);
+				invalid_record(a, mode, hseq, what, NULL);
+			}
+			break;
+		}
+		if (check_record(a, &r, &v, why, sizeof(why))) {
+			snprintf(
+			    what, sizeof(what),
+			    "invalid record seq %" PRIu64 " (%s, vol_id %u, %" PRIu64 "+%u): %s",
+			    r.seq, rf_ring_type_name(r.type), r.volume_id, r.offset, r.length, why);
+			invalid_record(a, mode, r.seq, what, v);
+			break;
+		}
+		if (v->fd < 0) {
+			rc = -EBADF;
+		} else {
+			rc = apply(v, &r);
+		}
+		if (rc) {
+			agent_set_error(a, "cannot apply record seq %" PRIu64 " to %s: %s", r.seq,
+			                v->cfg->recovery, strerror(-rc));
+			RF_ERR(SUBSYS,
+			       "agent %s: cannot apply record seq %" PRIu64 " to %s: %s; "
+			       "retrying in 1 s",
+			       a->id, r.seq, v->cfg->recovery, strerror(-rc));
+			a->drain_stuck = true;
+			a->drain_retry_at = hub_now_ms() + 1000;
+			break;
+		}
+		rc = rf_ring_advance(a->ring, &r);
+		if (rc)
+			break;
+		a->stop_invalid = false;
+		v->touched = true;
+		v->records++;
+		v->bytes += r.length;
+		a->records++;
+		a->bytes += r.length;
+		if (r.flags & RF_REC_FLAG_SYNC) {
+			a->sync_records++;
+			a->sync_bytes += r.length;
+		}
+		n++;
+		bytes += r.payload_len + RF_RING_REC_HDR_SIZE;
+	}
+	if (n > 0) {
+		int crc = commit(a);
+
+		if (crc) {
+			a->drain_stuck = true;
+			a->drain_retry_at = hub_now_ms() + 1000;
+			return crc;
+		}
+		RF_DEBUG(SUBSYS, "agent %s: applied %u record(s), durable seq %" PRIu64, a->id, n,
+		         a->durable_seq);
+	}
+	if (n >= HUB_DRAIN_BATCH_RECS || bytes >= HUB_DRAIN_BATCH_BYTES) {
+		a->need_drain = true;
+		h->more_work = true;
+	}
+	return (int)n;
+}
+
+int drain_discard_invalid(struct agent *a)
+{
+	struct rf_ring_record r;
+	struct volume *v;
+	char why[256];
+	int rc;
+
+	if (!a->ring || rf_ring_peek(a->ring, &r, NULL))
+		return 0;
+	if (!check_record(a, &r, &v, why, sizeof(why)))
+		return 0;
+	RF_ERR(SUBSYS,
+	       "agent %s: dropping invalid record seq %" PRIu64 " (%s, vol_id %u) left by an "
+	       "earlier producer session: %s",
+	       a->id, r.seq, rf_ring_type_name(r.type), r.volume_id, why);
+	if (!(a->stop_invalid && a->invalid_seq == r.seq)) {
+		a->invalid_records++;
+		if (v)
+			v->invalid_records++;
+	}
+	a->stop_invalid = false;
+	rc = rf_ring_advance(a->ring, &r);
+	if (!rc)
+		rc = rf_ring_persist_head(a->ring);
+	if (rc)
+		return rc;
+	rf_ring_head(a->ring, &a->durable_pos, &a->durable_seq);
+	return 1;
+}
+
+void drain_all(struct hub *h)
+{
+	for (struct agent *a = h->agents; a; a = a->next) {
+		if (a->need_drain)
+			drain_agent(a, a->peer ? DRAIN_LIVE : DRAIN_OFFLINE);
+	}
+}

@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * rephubd internals: one thread, one epoll loop (hub.c) that owns every
+ * object below. Nothing here is thread-safe and nothing needs to be.
+ *
+ *   hub.c         the loop: signalfd, timerfd, control listener, control
+ *                 connections, the fabric listener; start-up and shutdown
+ *   ctl_server.c  control connections: framing, output buffers, dispatch
+ *   session.c     agents: HELLO, rings, tokens, data attach/detach, PROGRESS
+ *   volume.c      volumes: VOLUME_REPORT, recovery images, state files
+ *   drain.c       ring -> recovery images, persist, publish
+ *   sync.c        initial full sync (SYNC_READ / SYNC_POSTED)
+ *   status.c      STATUS -> JSON
+ */
+#ifndef REPHUB_HUB_H
+#define REPHUB_HUB_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "repfabric/ctl.h"
+#include "repfabric/fabric.h"
+#include "repfabric/ring.h"
+
+#define HUB_TICK_MS           100         /* timer period: pacing, retries, timeouts */
+#define HUB_HEARTBEAT_MS      5000        /* send HEARTBEAT to an agent this often */
+#define HUB_IDLE_MS           30000       /* drop a connection silent this long */
+#define HUB_CLOSE_GRACE_MS    2000        /* flush an ERROR before closing, at most */
+#define HUB_OUT_MAX           (8u << 20)  /* queued output per connection */
+#define HUB_SYNC_CHUNK        (1u << 20)  /* bytes per SYNC_READ */
+#define HUB_SYNC_WINDOW       4           /* SYNC_READs in flight per volume */
+#define HUB_SYNC_TIMEOUT_MS   30000       /* a SYNC_READ unanswered this long is resent */
+#define HUB_DRAIN_BATCH_BYTES (64u << 20) /* apply at most this much per loop turn */
+#define HUB_DRAIN_BATCH_RECS  4096u
+#define HUB_REQ_HUB_BIT       (1ull << 63) /* request ids the hub originates */
+
+struct hub;
+struct agent;
+struct volume;
+
+/* What an epoll registration points at. */
+enum ev_kind { EV_SIGNAL, EV_TIMER, EV_LISTEN, EV_CONN, EV_FABRIC };
+
+struct ev_src {
+	enum ev_kind kind;
+	void *ptr;
+};
+
+/* ---- control connections (ctl_server.c) -------------------------------- */
+
+struct ctl_conn {
+	struct ev_src src;
+	struct hub *hub;
+	struct ctl_conn *next;
+	int fd;
+	char peer[80]; /* "ADDR:PORT" for messages */
+
+	/* receive: a header, then its payload */
+	bool rx_payload;
+	uint8_t hdr[RF_CTL_HDR_LEN];
+	size_t got;
+	struct rf_ctl_hdr h;
+	uint8_t *pl;
+	size_t plcap;
+
+	/* send */
+	uint8_t *out;
+	size_t out_off, out_len, out_cap;
+	bool want_out; /* EPOLLOUT armed */
+
+	bool closing;     /* flush what is queued, then close */
+	bool dead;        /* closed; freed after this loop turn */
+	int64_t close_by; /* closing: close even if not flushed by then */
+	int64_t last_rx;
+	int64_t last_hb_sent;
+	uint64_t hb_req; /* the id of our outstanding HEARTBEAT, 0 when none */
+
+	struct agent *agent; /* set by HELLO */
+	uint64_t frames_in;
+};
+
+/* ---- agents (session.c) ------------------------------------------------ */
+
+struct agent {
+	struct hub *hub;
+	struct agent *next;
+	char id[RF_CTL_MAX_NAME + 1];
+	char ring_path[PATH_MAX];
+	struct rf_ring *ring; /* open from the first HELLO (or start-up) on */
+	bool ring_broken;     /* cannot be opened or persisted: see the log */
+
+	struct ctl_conn *conn; /* the live control connection, or NULL */
+	uint64_t session;      /* id of the control session (HELLO_OK) */
+	uint64_t token;        /* data attach token; 0 when none is valid */
+	struct rf_fab_peer *peer;
+	bool attach_pending; /* attach callback said yes; ATTACHED not seen yet */
+	int64_t attach_pending_at;
+	uint64_t landed_seq; /* DATA events: every record up to it has landed */
+	bool landed_valid;
+
+	uint64_t durable_pos, durable_seq; /* applied, synced and head persisted */
+	bool need_drain;
+	bool drain_stuck;     /* an apply failed: retry on the timer */
+	bool stop_invalid;    /* an invalid record at the head (no peer to fence) */
+	uint64_t invalid_seq; /* its sequence (logged and counted once) */
+	int64_t drain_retry_at;
+
+	/* the newest PROGRESS */
+	bool have_progress;
+	uint64_t progress_next_seq;
+	uint32_t progress_queued;
+	int64_t progress_at;
+	uint64_t progress_count;
+
+	/* counters */
+	uint64_t records, bytes, sync_records, sync_bytes;
+	uint64_t invalid_records, fences, attaches, sessions;
+	char last_error[200];
+};
+
+/* ---- volumes (volume.c, sync.c) ---------------------------------------- */
+
+enum chunk_state { CHUNK_PENDING = 0, CHUNK_INFLIGHT, CHUNK_POSTED, CHUNK_SYNCED };
+
+struct sync_inflight {
+	uint64_t req_id;
+	uint64_t chunk;
+	int64_t sent_at;
+	uint64_t durable_at_send; /* the answer's record cannot be older */
+};
+
+struct sync_posted {
+	uint64_t chunk;
+	uint64_t seq;
+};
+
+struct vol_sync {
+	bool active;
+	uint64_t chunk; /* bytes per SYNC_READ: 1 MiB, less for a small ring */
+	uint64_t nchunks, synced_chunks, cursor;
+	uint64_t synced_bytes;
+	uint8_t *cstate; /* enum chunk_state per chunk */
+	struct sync_inflight infl[HUB_SYNC_WINDOW];
+	unsigned ninfl;
+	struct sync_posted *posted;
+	size_t nposted, posted_cap;
+	double tokens; /* pacing bucket, bytes */
+	int64_t refill_at;
+	int64_t retry_at;
+	unsigned backoff_ms;
+	uint64_t errors, eagain, requests;
+	int64_t started_at;
+};
+
+struct volume {
+	struct hub *hub;
+	const struct hub_vol_config *cfg;
+	int fd;        /* the recovery image, -1 until opened */
+	uint64_t size; /* bytes; 0 until known */
+	enum rf_vol_state state;
+
+	/* persisted in state_dir/volumes/NAME.state */
+	bool has_state;
+	char owner_id[RF_CTL_MAX_NAME + 1];
+	uint32_t vol_id;
+	bool synced;
+
+	struct agent *owner; /* agent of owner_id (maybe disconnected) */
+	bool reported;       /* reported in the owner's current session */
+	uint64_t reported_session;
+	bool touched; /* written in the current drain batch */
+
+	struct vol_sync sync;
+
+	/* from PROGRESS */
+	uint64_t dirty_bytes;
+	uint64_t progress_count;
+	int64_t progress_at;
+
+	uint64_t records, bytes, invalid_records;
+};
+
+/* ---- the hub ----------------------------------------------------------- */
+
+struct hub {
+	struct hub_config *cfg;
+	int epfd, sigfd, timerfd, lfd;
+	struct ev_src sig_src, timer_src, listen_src, fab_src;
+	struct rf_fab_listener *fab;
+	int fab_fd;
+	struct ctl_conn *conns;
+	unsigned nconns;
+	struct agent *agents;
+	struct volume *vols;
+	size_t nvols;
+	uint64_t next_req;     /* hub-originated request ids */
+	uint64_t next_session; /* HELLO_OK session ids */
+	bool stopping;
+	bool more_work; /* something asked for another turn right away */
+	int64_t started_at;
+	char rings_dir[PATH_MAX];
+	char volumes_dir[PATH_MAX];
+
+	uint64_t conns_accepted, protocol_errors, refusals;
+};
+
+/* hub.c */
+int64_t hub_now_ms(void);
+int hub_ep_add(struct hub *h, int fd, uint32_t events, struct ev_src *src);
+int hub_ep_mod(struct hub *h, int fd, uint32_t events, struct ev_src *src);
+void hub_ep_del(struct hub *h, int fd);
+uint64_t hub_new_req_id(struct hub *h);
+int hub_init(struct hub *h, struct hub_config *cfg);
+int hub_run(struct hub *h);
+void hub_fini(struct hub *h);
+
+/* ctl_server.c */
+int ctl_listen(struct hub *h);
+void ctl_accept(struct hub *h);
+void ctl_conn_event(struct ctl_conn *c, uint32_t events);
+int ctl_send(struct ctl_conn *c, uint16_t type, uint64_t req_id, const void *payload, uint32_t len);
+void ctl_send_error(struct ctl_conn *c, uint64_t req_id, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void ctl_close(struct ctl_conn *c, const char *why);
+void ctl_close_after_flush(struct ctl_conn *c);
+void ctl_tick(struct hub *h, int64_t now);
+void ctl_reap(struct hub *h);
+void ctl_close_all(struct hub *h);
+
+/* session.c */
+struct agent *agent_find(struct hub *h, const char *id);
+struct agent *agent_get(struct hub *h, const char *id);
+bool agent_live(const struct agent *a);
+void agent_set_error(struct agent *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int agent_open_ring(struct agent *a);
+void session_hello(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
+void session_progress(struct ctl_conn *c, const uint8_t *p, uint32_t len);
+void session_conn_closed(struct ctl_conn *c);
+int session_fab_attach(void *ctx, uint64_t token, struct rf_fab_ring_mem *mem);
+void session_fab_poll(struct hub *h);
+void session_fence(struct agent *a, const char *why);
+void session_scan_rings(struct hub *h);
+void session_tick(struct hub *h, int64_t now);
+
+/* volume.c */
+int volumes_init(struct hub *h);
+void volumes_fini(struct hub *h);
+struct volume *volume_find(struct hub *h, const char *name);
+struct volume *volume_by_vol_id(struct agent *a, uint32_t vol_id, bool live);
+void volume_report(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
+int volume_save_state(struct volume *v);
+void volume_set_state(struct volume *v, enum rf_vol_state st, bool notify);
+void volume_agent_gone(struct agent *a);
+int volume_open_image(struct volume *v, uint64_t size, bool create, char *why, size_t whylen);
+
+/* drain.c */
+enum drain_mode {
+	DRAIN_LIVE,   /* an attached producer: an invalid record fences it */
+	DRAIN_OFFLINE /* no producer: stop at an invalid record */
+};
+int drain_agent(struct agent *a, enum drain_mode mode);
+int drain_discard_invalid(struct agent *a);
+void drain_all(struct hub *h);
+void drain_publish(struct agent *a);
+
+/* sync.c */
+int sync_start(struct volume *v);
+void sync_stop(struct volume *v);
+void sync_requeue_unsynced(struct agent *a);
+void sync_pump(struct hub *h, int64_t now);
+void sync_on_posted(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
+bool sync_on_error(struct ctl_conn *c, uint64_t req_id, const struct rf_ctl_error *e);
+void sync_on_durable(struct agent *a);
+void sync_tick(struct hub *h, int64_t now);
+uint64_t sync_synced_bytes(const struct volume *v);
+
+/* status.c */
+void status_request(struct ctl_conn *c, uint64_t req_id);
+char *status_json(struct hub *h, size_t *len);
+
+#endif /* REPHUB_HUB_H */

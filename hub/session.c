@@ -1,0 +1,481 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Agents and their sessions.
+ *
+ * An agent (by id) is known from its first HELLO, from a state file that
+ * names it as a volume's owner, or from a ring file left in state_dir/rings.
+ * Its ring stays mapped for the life of the hub. A control session runs
+ * from HELLO to the close of that connection (or its replacement by a newer
+ * one); during it the agent may attach its data path with the session's
+ * token, as often as it needs to: each attach drains the ring and starts a
+ * new producer session (rf_ring_begin_session), exactly as
+ * tests/fabric/conformance.c hub_attach does.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hub.h"
+#include "repfabric/log.h"
+
+#define SUBSYS            "session"
+#define ATTACH_PENDING_MS 10000
+
+struct agent *agent_find(struct hub *h, const char *id)
+{
+	for (struct agent *a = h->agents; a; a = a->next)
+		if (strcmp(a->id, id) == 0)
+			return a;
+	return NULL;
+}
+
+struct agent *agent_get(struct hub *h, const char *id)
+{
+	struct agent *a = agent_find(h, id), **tail;
+
+	if (a)
+		return a;
+	if (!rf_ctl_name_ok(id))
+		return NULL;
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return NULL;
+	a->hub = h;
+	strcpy(a->id, id);
+	if ((size_t)snprintf(a->ring_path, sizeof(a->ring_path), "%s/%s.ring", h->rings_dir, id) >=
+	    sizeof(a->ring_path)) {
+		free(a);
+		return NULL;
+	}
+	for (tail = &h->agents; *tail; tail = &(*tail)->next)
+		;
+	*tail = a;
+	return a;
+}
+
+/* Its control connection is up (a closed one ends the session at ctl_reap). */
+bool agent_live(const struct agent *a)
+{
+	return a && a->conn && !a->conn->dead;
+}
+
+void agent_set_error(struct agent *a, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(a->last_error, sizeof(a->last_error), fmt, ap);
+	va_end(ap);
+}
+
+int agent_open_ring(struct agent *a)
+{
+	int rc;
+
+	if (a->ring)
+		return 0;
+	rc = access(a->ring_path, F_OK) == 0 ? rf_ring_open(&a->ring, a->ring_path) : -ENOENT;
+	if (rc == -ENOENT) {
+		rc = rf_ring_create(&a->ring, a->ring_path, a->hub->cfg->ring_size);
+		if (!rc)
+			RF_INFO(SUBSYS, "agent %s: created ring %s (%" PRIu64 " bytes of data)",
+			        a->id, a->ring_path, a->hub->cfg->ring_size);
+	} else if (!rc) {
+		RF_INFO(SUBSYS, "agent %s: opened ring %s (%" PRIu64 " bytes of data)", a->id,
+		        a->ring_path, rf_ring_data_size(a->ring));
+		if (rf_ring_data_size(a->ring) != a->hub->cfg->ring_size)
+			RF_INFO(SUBSYS,
+			        "agent %s: the ring keeps its size; ring_size applies to new rings",
+			        a->id);
+	}
+	if (rc) {
+		a->ring_broken = true;
+		agent_set_error(a, "cannot open ring %s: %s", a->ring_path, strerror(-rc));
+		RF_ERR(SUBSYS, "agent %s: cannot open or create ring %s: %s%s", a->id, a->ring_path,
+		       strerror(-rc),
+		       rc == -EBADMSG ? " (the header is damaged; move the file aside to start "
+		                        "over with a full sync)"
+		                      : "");
+		return rc;
+	}
+	a->ring_broken = false;
+	rf_ring_head(a->ring, &a->durable_pos, &a->durable_seq);
+	return 0;
+}
+
+/* Apply everything the ring holds, with no producer attached. */
+static void drain_fully(struct agent *a)
+{
+	int n;
+
+	do {
+		n = drain_agent(a, DRAIN_OFFLINE);
+	} while (n > 0);
+}
+
+void session_scan_rings(struct hub *h)
+{
+	DIR *d = opendir(h->rings_dir);
+	struct dirent *de;
+
+	if (!d) {
+		RF_ERR(SUBSYS, "cannot list %s: %s", h->rings_dir, strerror(errno));
+		return;
+	}
+	while ((de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+		char id[RF_CTL_MAX_NAME + 1];
+
+		if (n <= 5 || strcmp(de->d_name + n - 5, ".ring") != 0 || n - 5 > RF_CTL_MAX_NAME)
+			continue;
+		memcpy(id, de->d_name, n - 5);
+		id[n - 5] = '\0';
+		if (!rf_ctl_name_ok(id)) {
+			RF_WARN(SUBSYS, "ignoring %s/%s: not an agent ring name", h->rings_dir,
+			        de->d_name);
+			continue;
+		}
+		if (!agent_get(h, id))
+			continue;
+	}
+	closedir(d);
+	for (struct agent *a = h->agents; a; a = a->next) {
+		uint64_t before;
+
+		if (access(a->ring_path, F_OK) != 0 || agent_open_ring(a))
+			continue;
+		before = a->records;
+		drain_fully(a);
+		RF_INFO(SUBSYS, "agent %s: %" PRIu64 " record(s) applied from its ring at start-up",
+		        a->id, a->records - before);
+	}
+}
+
+static uint64_t random_u64(void)
+{
+	uint64_t v = 0;
+
+	while (v == 0) {
+		if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v)) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			v ^= ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^
+			     ((uint64_t)getpid() << 16);
+			v *= 0x9e3779b97f4a7c15ull;
+		}
+	}
+	return v;
+}
+
+void session_fence(struct agent *a, const char *why)
+{
+	if (!a->peer)
+		return;
+	RF_WARN(SUBSYS, "agent %s: fencing the data connection: %s", a->id, why);
+	rf_fab_peer_fence(a->peer);
+	a->peer = NULL;
+	a->fences++;
+	a->landed_valid = false;
+	/* What landed before the fence is applied without a producer. */
+	a->need_drain = true;
+	a->hub->more_work = true;
+}
+
+/* The control session ends: the data path goes with it. */
+static void session_end(struct agent *a, const char *why)
+{
+	if (a->peer) {
+		RF_INFO(SUBSYS, "agent %s: closing its data connection (%s)", a->id, why);
+		rf_fab_peer_fence(a->peer);
+		a->peer = NULL;
+		a->hub->more_work = true; /* reap the DETACHED event */
+	}
+	a->token = 0;
+	a->attach_pending = false;
+	a->landed_valid = false;
+	a->conn = NULL;
+	a->have_progress = false;
+	drain_fully(a);
+	volume_agent_gone(a);
+}
+
+void session_conn_closed(struct ctl_conn *c)
+{
+	struct agent *a = c->agent;
+
+	c->agent = NULL;
+	if (a && a->conn == c)
+		session_end(a, "control connection closed");
+}
+
+void session_hello(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
+{
+	struct hub *h = c->hub;
+	struct rf_ctl_hello m;
+	struct rf_ctl_hello_ok ok = {0};
+	uint8_t buf[RF_CTL_MAX_TEXT + 64];
+	const char *why = NULL;
+	struct agent *a;
+	int n, rc;
+
+	if (c->agent) {
+		ctl_send_error(c, req_id, EINVAL, "HELLO was already sent on this connection");
+		return;
+	}
+	if (rf_ctl_dec_hello(p, len, &m, &why)) {
+		ctl_send_error(c, req_id, EBADMSG, "malformed HELLO: %s", why);
+		return;
+	}
+	if (m.proto != RF_CTL_VERSION) {
+		ctl_send_error(c, req_id, EPROTONOSUPPORT,
+		               "protocol version %u is not supported (hub speaks %u)", m.proto,
+		               RF_CTL_VERSION);
+		ctl_close_after_flush(c);
+		return;
+	}
+	a = agent_get(h, m.agent_id);
+	if (!a) {
+		ctl_send_error(c, req_id, ENOMEM, "out of memory");
+		return;
+	}
+	if (a->conn) {
+		struct ctl_conn *old = a->conn;
+
+		RF_INFO(SUBSYS, "agent %s: new control connection from %s replaces the one from %s",
+		        a->id, c->peer, old->peer);
+		session_end(a, "replaced by a new connection");
+		old->agent = NULL;
+		ctl_send_error(old, 0, ECONNRESET, "replaced by a new connection of agent %s",
+		               a->id);
+		ctl_close_after_flush(old);
+	}
+	rc = agent_open_ring(a);
+	if (rc) {
+		ctl_send_error(c, req_id, EIO, "the hub cannot open this agent's ring: %s",
+		               strerror(-rc));
+		return;
+	}
+	drain_fully(a);
+	a->conn = c;
+	c->agent = a;
+	a->session = ++h->next_session;
+	a->token = random_u64();
+	a->landed_valid = false;
+	a->have_progress = false;
+	a->sessions++;
+	c->last_hb_sent = hub_now_ms();
+	ok.session = a->session;
+	ok.token = a->token;
+	snprintf(ok.data_url, sizeof(ok.data_url), "%s", h->cfg->data);
+	n = rf_ctl_enc_hello_ok(buf, sizeof(buf), &ok);
+	if (n < 0) {
+		ctl_send_error(c, req_id, EIO, "cannot encode HELLO_OK");
+		return;
+	}
+	RF_INFO(SUBSYS, "agent %s: connected from %s (session %" PRIu64 ")", a->id, c->peer,
+	        a->session);
+	ctl_send(c, RF_CTL_HELLO_OK, req_id, buf, (uint32_t)n);
+}
+
+void session_progress(struct ctl_conn *c, const uint8_t *p, uint32_t len)
+{
+	struct rf_ctl_progress *m;
+	struct agent *a = c->agent;
+	const char *why = NULL;
+	int64_t now = hub_now_ms();
+
+	if (!a) {
+		ctl_send_error(c, 0, EPERM, "PROGRESS before HELLO");
+		return;
+	}
+	m = malloc(sizeof(*m));
+	if (!m)
+		return;
+	if (rf_ctl_dec_progress(p, len, m, &why)) {
+		ctl_send_error(c, 0, EBADMSG, "malformed PROGRESS: %s", why);
+		free(m);
+		return;
+	}
+	a->have_progress = true;
+	a->progress_next_seq = m->next_seq;
+	a->progress_queued = m->queued;
+	a->progress_at = now;
+	a->progress_count++;
+	for (unsigned i = 0; i < m->nvols; i++) {
+		struct volume *v = volume_by_vol_id(a, m->vols[i].vol_id, true);
+
+		if (v)
+			v->dirty_bytes = m->vols[i].dirty_bytes;
+		else
+			RF_DEBUG(SUBSYS,
+			         "agent %s: PROGRESS names vol_id %u, which it did not report",
+			         a->id, m->vols[i].vol_id);
+	}
+	for (size_t i = 0; i < c->hub->nvols; i++) {
+		struct volume *v = &c->hub->vols[i];
+
+		if (v->owner == a && v->reported) {
+			v->progress_count++;
+			v->progress_at = now;
+		}
+	}
+	free(m);
+}
+
+/* ---- the data path ---------------------------------------------------- */
+
+static struct agent *agent_by_token(struct hub *h, uint64_t token)
+{
+	if (!token)
+		return NULL;
+	for (struct agent *a = h->agents; a; a = a->next)
+		if (a->token == token)
+			return a;
+	return NULL;
+}
+
+static struct agent *agent_by_peer(struct hub *h, const struct rf_fab_peer *p)
+{
+	for (struct agent *a = h->agents; a; a = a->next)
+		if (a->peer == p)
+			return a;
+	return NULL;
+}
+
+int session_fab_attach(void *ctx, uint64_t token, struct rf_fab_ring_mem *mem)
+{
+	struct hub *h = ctx;
+	struct agent *a = agent_by_token(h, token);
+	struct rf_ring_info info;
+	uint64_t end_pos, end_seq;
+	int rc;
+
+	if (!agent_live(a) || h->stopping)
+		return -ENOENT;
+	if (a->peer || a->attach_pending)
+		return -EBUSY;
+	if (!a->ring)
+		return -EIO;
+	/* Apply what the ring holds; records an earlier producer left that
+	 * can never be applied (unknown volume, out of bounds) are dropped. */
+	do {
+		drain_fully(a);
+	} while (drain_discard_invalid(a) > 0);
+	/* Sync reads not yet durable were in the old sequence space. */
+	sync_requeue_unsynced(a);
+	rf_ring_head(a->ring, &end_pos, &end_seq);
+	rc = rf_ring_begin_session(a->ring, &info);
+	if (rc) {
+		RF_WARN(SUBSYS, "agent %s: cannot start a producer session: %s", a->id,
+		        rc == -EBUSY ? "records in the ring cannot be applied yet" : strerror(-rc));
+		return rc == -EBUSY ? -EBUSY : -EIO;
+	}
+	a->durable_pos = info.head_pos;
+	a->durable_seq = info.head_seq;
+	a->landed_valid = false;
+	a->landed_seq = 0;
+	a->attach_pending = true;
+	a->attach_pending_at = hub_now_ms();
+	a->attaches++;
+	memset(mem, 0, sizeof(*mem));
+	mem->data = (uint8_t *)rf_ring_base(a->ring) + rf_ring_data_offset(a->ring);
+	mem->data_size = info.data_size;
+	mem->path = a->ring_path;
+	mem->data_off = rf_ring_data_offset(a->ring);
+	mem->info.ring_id = info.ring_id;
+	mem->info.data_size = info.data_size;
+	mem->info.pos.durable_pos = end_pos;
+	mem->info.pos.durable_seq = end_seq;
+	mem->info.pos.head_pos = info.head_pos;
+	mem->info.pos.head_seq = info.head_seq;
+	return 0;
+}
+
+static void on_attached(struct hub *h, const struct rf_fab_hub_event *ev)
+{
+	struct agent *a = agent_by_token(h, ev->token);
+
+	if (!agent_live(a) || a->peer) {
+		RF_WARN(SUBSYS, "a data connection attached with a token that is no longer valid");
+		rf_fab_peer_fence(ev->peer);
+		return;
+	}
+	a->peer = ev->peer;
+	a->attach_pending = false;
+	RF_INFO(SUBSYS, "agent %s: data path attached (producer session at seq %" PRIu64 ")", a->id,
+	        a->durable_seq);
+}
+
+static void on_detached(struct hub *h, const struct rf_fab_hub_event *ev)
+{
+	struct agent *a = agent_by_peer(h, ev->peer);
+
+	if (!a) {
+		a = agent_by_token(h, ev->token);
+		if (a && a->attach_pending)
+			a->attach_pending = false;
+		return;
+	}
+	RF_INFO(SUBSYS, "agent %s: data path detached%s%s", a->id, ev->err ? ": " : "",
+	        ev->err ? strerror(-ev->err) : "");
+	a->peer = NULL;
+	a->landed_valid = false;
+	drain_fully(a);
+	sync_requeue_unsynced(a);
+}
+
+void session_fab_poll(struct hub *h)
+{
+	struct rf_fab_hub_event evs[64];
+	int n;
+
+	if (!h->fab)
+		return;
+	do {
+		n = rf_fab_listener_poll(h->fab, evs, 64, 0);
+		if (n < 0) {
+			if (n != -EINTR)
+				RF_ERR(SUBSYS, "fabric listener: %s", strerror(-n));
+			return;
+		}
+		for (int i = 0; i < n; i++) {
+			struct agent *a;
+
+			switch (evs[i].type) {
+			case RF_FAB_HEV_ATTACHED:
+				on_attached(h, &evs[i]);
+				break;
+			case RF_FAB_HEV_DATA:
+				a = agent_by_peer(h, evs[i].peer);
+				if (!a)
+					break;
+				if (!a->landed_valid || evs[i].seq > a->landed_seq)
+					a->landed_seq = evs[i].seq;
+				a->landed_valid = true;
+				a->need_drain = true;
+				break;
+			case RF_FAB_HEV_DETACHED:
+				on_detached(h, &evs[i]);
+				break;
+			}
+		}
+	} while (n == 64);
+}
+
+void session_tick(struct hub *h, int64_t now)
+{
+	for (struct agent *a = h->agents; a; a = a->next) {
+		if (a->attach_pending && now - a->attach_pending_at > ATTACH_PENDING_MS)
+			a->attach_pending = false;
+		if (a->ring && (a->peer || a->drain_stuck))
+			a->need_drain = true;
+	}
+}

@@ -1,0 +1,365 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Initial full sync (docs/protocol-ctl.md, protect flow steps 4-5).
+ *
+ * The volume is walked in 1 MiB chunks. Each chunk is PENDING, INFLIGHT (a
+ * SYNC_READ is out), POSTED (the agent answered SYNC_POSTED with the ring
+ * sequence of the record that carries it) or SYNCED (the hub's durable
+ * sequence passed that record). At most HUB_SYNC_WINDOW reads are out per
+ * volume, paced by sync_rate (a token bucket that may go into debt by one
+ * chunk). EAGAIN from the agent (ring full, not attached) requeues the
+ * chunk with a growing back-off; a read unanswered for HUB_SYNC_TIMEOUT_MS
+ * is sent again.
+ *
+ * Sequence numbers only compare within one producer session: whenever the
+ * data path attaches or detaches, chunks INFLIGHT or POSTED go back to
+ * PENDING (answers to the old requests are then ignored as stale).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hub.h"
+#include "repfabric/log.h"
+
+#define SUBSYS         "sync"
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 2000
+#define ERROR_RETRY_MS 1000
+
+static uint64_t chunk_len(const struct volume *v, uint64_t chunk)
+{
+	uint64_t off = chunk * v->sync.chunk;
+
+	return v->size - off < v->sync.chunk ? v->size - off : v->sync.chunk;
+}
+
+void sync_stop(struct volume *v)
+{
+	free(v->sync.cstate);
+	free(v->sync.posted);
+	memset(&v->sync, 0, sizeof(v->sync));
+}
+
+int sync_start(struct volume *v)
+{
+	struct vol_sync *s = &v->sync;
+
+	sync_stop(v);
+	/* A record carries at most rf_ring_max_payload() bytes of the ring. */
+	s->chunk = HUB_SYNC_CHUNK;
+	if (v->owner && v->owner->ring) {
+		uint64_t maxp = rf_ring_max_payload(rf_ring_data_size(v->owner->ring)) & ~4095ull;
+
+		if (maxp && maxp < s->chunk)
+			s->chunk = maxp;
+	}
+	s->nchunks = (v->size + s->chunk - 1) / s->chunk;
+	s->cstate = calloc(s->nchunks ? s->nchunks : 1, 1);
+	if (!s->cstate)
+		return -ENOMEM;
+	s->active = true;
+	s->tokens = (double)s->chunk;
+	s->refill_at = s->started_at = hub_now_ms();
+	return 0;
+}
+
+uint64_t sync_synced_bytes(const struct volume *v)
+{
+	if (v->sync.active)
+		return v->sync.synced_bytes;
+	if (v->state == RF_VOL_PROTECTED || v->synced)
+		return v->size;
+	return 0;
+}
+
+static void requeue(struct volume *v, uint64_t chunk)
+{
+	v->sync.cstate[chunk] = CHUNK_PENDING;
+	if (chunk < v->sync.cursor)
+		v->sync.cursor = chunk;
+}
+
+static void drop_inflight(struct vol_sync *s, unsigned i)
+{
+	s->infl[i] = s->infl[--s->ninfl];
+}
+
+void sync_requeue_unsynced(struct agent *a)
+{
+	struct hub *h = a->hub;
+
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct volume *v = &h->vols[i];
+		struct vol_sync *s = &v->sync;
+
+		if (v->owner != a || !s->active)
+			continue;
+		for (unsigned k = 0; k < s->ninfl; k++)
+			requeue(v, s->infl[k].chunk);
+		for (size_t k = 0; k < s->nposted; k++)
+			requeue(v, s->posted[k].chunk);
+		s->ninfl = 0;
+		s->nposted = 0;
+	}
+}
+
+static void complete(struct volume *v)
+{
+	int64_t ms = hub_now_ms() - v->sync.started_at;
+
+	v->synced = true;
+	if (volume_save_state(v))
+		RF_ERR(SUBSYS,
+		       "volume %s: synced, but that is not recorded: the next sync after "
+		       "a restart is a full one",
+		       v->cfg->name);
+	RF_INFO(SUBSYS, "volume %s: initial sync complete, %" PRIu64 " bytes in %.1f s",
+	        v->cfg->name, v->size, (double)ms / 1000.0);
+	sync_stop(v);
+	volume_set_state(v, RF_VOL_PROTECTED, true);
+}
+
+void sync_on_durable(struct agent *a)
+{
+	struct hub *h = a->hub;
+
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct volume *v = &h->vols[i];
+		struct vol_sync *s = &v->sync;
+		size_t k = 0;
+
+		if (v->owner != a || !s->active)
+			continue;
+		while (k < s->nposted) {
+			struct sync_posted *sp = &s->posted[k];
+
+			if (sp->seq >= a->durable_seq) {
+				k++;
+				continue;
+			}
+			if (s->cstate[sp->chunk] == CHUNK_POSTED) {
+				s->cstate[sp->chunk] = CHUNK_SYNCED;
+				s->synced_chunks++;
+				s->synced_bytes += chunk_len(v, sp->chunk);
+			}
+			*sp = s->posted[--s->nposted];
+		}
+		if (s->synced_chunks == s->nchunks)
+			complete(v);
+	}
+}
+
+/* The volume and in-flight slot a request id belongs to. */
+static struct volume *find_request(struct agent *a, uint64_t req_id, unsigned *slot)
+{
+	struct hub *h = a->hub;
+
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct volume *v = &h->vols[i];
+
+		if (v->owner != a || !v->sync.active)
+			continue;
+		for (unsigned k = 0; k < v->sync.ninfl; k++) {
+			if (v->sync.infl[k].req_id == req_id) {
+				*slot = k;
+				return v;
+			}
+		}
+	}
+	return NULL;
+}
+
+void sync_on_posted(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
+{
+	struct agent *a = c->agent;
+	struct rf_ctl_sync_posted m;
+	const char *why = NULL;
+	struct volume *v;
+	struct vol_sync *s;
+	uint64_t chunk, floor;
+	unsigned slot;
+
+	if (!a) {
+		ctl_send_error(c, req_id, EPERM, "SYNC_POSTED before HELLO");
+		return;
+	}
+	if (rf_ctl_dec_sync_posted(p, len, &m, &why)) {
+		ctl_send_error(c, req_id, EBADMSG, "malformed SYNC_POSTED: %s", why);
+		return;
+	}
+	v = find_request(a, req_id, &slot);
+	if (!v) {
+		RF_DEBUG(SUBSYS,
+		         "agent %s: SYNC_POSTED for request %#llx, which is not "
+		         "outstanding (stale): ignored",
+		         a->id, (unsigned long long)req_id);
+		return;
+	}
+	s = &v->sync;
+	chunk = s->infl[slot].chunk;
+	floor = s->infl[slot].durable_at_send;
+	drop_inflight(s, slot);
+	if (m.seq < floor) {
+		/* Posted after our request, so it cannot be older than what was
+		 * durable then: believing it would mark unsent data as synced. */
+		RF_WARN(SUBSYS,
+		        "agent %s: SYNC_POSTED names seq %" PRIu64 ", older than the request "
+		        "(durable seq %" PRIu64 " when it was sent); asking again",
+		        a->id, m.seq, floor);
+		s->errors++;
+		requeue(v, chunk);
+		return;
+	}
+	if (m.vol_id != v->vol_id || m.offset != chunk * s->chunk ||
+	    m.length != chunk_len(v, chunk)) {
+		RF_WARN(SUBSYS,
+		        "agent %s: SYNC_POSTED (vol_id %u, %" PRIu64 "+%u) does not match the "
+		        "request (vol_id %u, %" PRIu64 "+%" PRIu64 "); asking again",
+		        a->id, m.vol_id, m.offset, m.length, v->vol_id, chunk * s->chunk,
+		        chunk_len(v, chunk));
+		s->errors++;
+		requeue(v, chunk);
+		return;
+	}
+	s->backoff_ms = 0;
+	if (s->nposted == s->posted_cap) {
+		size_t cap = s->posted_cap ? 2 * s->posted_cap : 16;
+		struct sync_posted *np = realloc(s->posted, cap * sizeof(*np));
+
+		if (!np) {
+			requeue(v, chunk);
+			return;
+		}
+		s->posted = np;
+		s->posted_cap = cap;
+	}
+	s->cstate[chunk] = CHUNK_POSTED;
+	s->posted[s->nposted++] = (struct sync_posted){.chunk = chunk, .seq = m.seq};
+	/* The record may already be durable (the drain ran first). */
+	sync_on_durable(a);
+}
+
+bool sync_on_error(struct ctl_conn *c, uint64_t req_id, const struct rf_ctl_error *e)
+{
+	struct agent *a = c->agent;
+	struct volume *v;
+	struct vol_sync *s;
+	uint64_t chunk;
+	unsigned slot;
+
+	if (!a || !(req_id & HUB_REQ_HUB_BIT))
+		return false;
+	v = find_request(a, req_id, &slot);
+	if (!v)
+		return false;
+	s = &v->sync;
+	chunk = s->infl[slot].chunk;
+	drop_inflight(s, slot);
+	requeue(v, chunk);
+	if (e->code == EAGAIN) {
+		s->eagain++;
+		s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
+		if (s->backoff_ms > BACKOFF_MAX_MS)
+			s->backoff_ms = BACKOFF_MAX_MS;
+		s->retry_at = hub_now_ms() + s->backoff_ms;
+		RF_DEBUG(SUBSYS, "volume %s: agent busy (%s); retrying in %u ms", v->cfg->name,
+		         e->reason, s->backoff_ms);
+	} else {
+		s->errors++;
+		s->retry_at = hub_now_ms() + ERROR_RETRY_MS;
+		RF_WARN(SUBSYS,
+		        "volume %s: SYNC_READ at %" PRIu64 " failed on agent %s: %s (%s); "
+		        "retrying",
+		        v->cfg->name, chunk * s->chunk, a->id, strerror(e->code), e->reason);
+	}
+	return true;
+}
+
+/* Send what the window and the pacing allow for @v. */
+static void pump_volume(struct hub *h, struct volume *v, int64_t now)
+{
+	struct vol_sync *s = &v->sync;
+	uint64_t rate = h->cfg->sync_rate;
+	struct ctl_conn *c = v->owner->conn;
+
+	if (now < s->retry_at)
+		return;
+	if (rate) {
+		double cap =
+		    (double)rate / 5 > (double)s->chunk ? (double)rate / 5 : (double)s->chunk;
+
+		s->tokens += (double)rate * (double)(now - s->refill_at) / 1000.0;
+		if (s->tokens > cap)
+			s->tokens = cap;
+	}
+	s->refill_at = now;
+	while (s->ninfl < HUB_SYNC_WINDOW && (!rate || s->tokens > 0)) {
+		struct rf_ctl_sync_read m;
+		uint8_t buf[32];
+		uint64_t req;
+		int n;
+
+		while (s->cursor < s->nchunks && s->cstate[s->cursor] != CHUNK_PENDING)
+			s->cursor++;
+		if (s->cursor >= s->nchunks)
+			return;
+		m.vol_id = v->vol_id;
+		m.offset = s->cursor * s->chunk;
+		m.length = (uint32_t)chunk_len(v, s->cursor);
+		n = rf_ctl_enc_sync_read(buf, sizeof(buf), &m);
+		if (n < 0)
+			return;
+		req = hub_new_req_id(h);
+		if (ctl_send(c, RF_CTL_SYNC_READ, req, buf, (uint32_t)n))
+			return;
+		s->cstate[s->cursor] = CHUNK_INFLIGHT;
+		s->infl[s->ninfl++] =
+		    (struct sync_inflight){.req_id = req,
+		                           .chunk = s->cursor,
+		                           .sent_at = now,
+		                           .durable_at_send = v->owner->durable_seq};
+		s->requests++;
+		if (rate)
+			s->tokens -= (double)m.length;
+	}
+}
+
+void sync_pump(struct hub *h, int64_t now)
+{
+	if (h->stopping)
+		return;
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct volume *v = &h->vols[i];
+
+		if (!v->sync.active || !v->reported || !v->owner || !v->owner->conn ||
+		    !v->owner->peer || v->owner->conn->closing || v->owner->conn->dead)
+			continue;
+		pump_volume(h, v, now);
+	}
+}
+
+void sync_tick(struct hub *h, int64_t now)
+{
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct volume *v = &h->vols[i];
+		struct vol_sync *s = &v->sync;
+
+		if (!s->active)
+			continue;
+		for (unsigned k = 0; k < s->ninfl;) {
+			if (now - s->infl[k].sent_at < HUB_SYNC_TIMEOUT_MS) {
+				k++;
+				continue;
+			}
+			RF_WARN(SUBSYS,
+			        "volume %s: SYNC_READ at %" PRIu64 " unanswered for %d s; "
+			        "asking again",
+			        v->cfg->name, s->infl[k].chunk * s->chunk,
+			        HUB_SYNC_TIMEOUT_MS / 1000);
+			requeue(v, s->infl[k].chunk);
+			drop_inflight(s, k);
+		}
+	}
+}

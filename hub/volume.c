@@ -1,0 +1,535 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Volumes: the configured recovery images, VOLUME_REPORT, and the state
+ * file state_dir/volumes/NAME.state (owner agent, its vol_id, size, whether
+ * a full sync with that agent completed), written atomically (tmp file,
+ * fsync, rename, fsync of the directory).
+ *
+ * The state file is written before VOLUME_OK is sent, so every record an
+ * agent can post for a volume has its vol_id mapping on disk: a hub that
+ * restarts drains the rings with it before any agent reconnects.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hub.h"
+#include "repfabric/log.h"
+
+#define SUBSYS "volume"
+
+struct volume *volume_find(struct hub *h, const char *name)
+{
+	for (size_t i = 0; i < h->nvols; i++)
+		if (strcmp(h->vols[i].cfg->name, name) == 0)
+			return &h->vols[i];
+	return NULL;
+}
+
+struct volume *volume_by_vol_id(struct agent *a, uint32_t vol_id, bool live)
+{
+	struct hub *h = a->hub;
+
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct volume *v = &h->vols[i];
+
+		if (v->owner != a || v->vol_id != vol_id || !v->has_state)
+			continue;
+		if (live && !v->reported)
+			continue;
+		return v;
+	}
+	return NULL;
+}
+
+/* ---- state files -------------------------------------------------------- */
+
+static int state_path(const struct volume *v, char *buf, size_t len, const char *suffix)
+{
+	if ((size_t)snprintf(buf, len, "%s/%s.state%s", v->hub->volumes_dir, v->cfg->name,
+	                     suffix) >= len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+static int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd))
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+int volume_save_state(struct volume *v)
+{
+	char path[PATH_MAX], tmp[PATH_MAX];
+	FILE *f;
+	int rc = 0;
+
+	if (state_path(v, path, sizeof(path), "") || state_path(v, tmp, sizeof(tmp), ".tmp"))
+		return -ENAMETOOLONG;
+	f = fopen(tmp, "we");
+	if (!f) {
+		rc = -errno;
+		goto out_log;
+	}
+	fprintf(f,
+	        "# rephubd volume state (written atomically; do not edit while rephubd runs)\n"
+	        "version=1\nvolume=%s\nagent=%s\nvol_id=%" PRIu32 "\nsize=%" PRIu64 "\nsynced=%d\n",
+	        v->cfg->name, v->owner_id, v->vol_id, v->size, v->synced ? 1 : 0);
+	if (fflush(f) || fsync(fileno(f)))
+		rc = -errno;
+	if (fclose(f) && !rc)
+		rc = -errno;
+	if (rc)
+		goto out_unlink;
+	if (rename(tmp, path)) {
+		rc = -errno;
+		goto out_unlink;
+	}
+	rc = fsync_dir(v->hub->volumes_dir);
+	if (rc)
+		goto out_log;
+	v->has_state = true;
+	return 0;
+out_unlink:
+	unlink(tmp);
+out_log:
+	RF_ERR(SUBSYS, "volume %s: cannot write its state file %s: %s", v->cfg->name, path,
+	       strerror(-rc));
+	return rc;
+}
+
+/* Read NAME.state; anything wrong in it means "no state" (a full sync). */
+static void load_state(struct volume *v)
+{
+	char path[PATH_MAX], line[256];
+	char owner[RF_CTL_MAX_NAME + 1] = "";
+	uint64_t size = 0, vol_id = UINT64_MAX;
+	int synced = -1, version = 0, lineno = 0;
+	const char *bad = NULL;
+	FILE *f;
+
+	if (state_path(v, path, sizeof(path), ""))
+		return;
+	f = fopen(path, "re");
+	if (!f) {
+		if (errno != ENOENT)
+			RF_WARN(SUBSYS, "volume %s: cannot read %s: %s; assuming no state",
+			        v->cfg->name, path, strerror(errno));
+		return;
+	}
+	while (!bad && fgets(line, sizeof(line), f)) {
+		char *eq, *val, *end;
+		size_t n = strlen(line);
+
+		lineno++;
+		if (n && line[n - 1] == '\n')
+			line[--n] = '\0';
+		else if (!feof(f))
+			bad = "over-long line";
+		if (line[0] == '#' || line[0] == '\0')
+			continue;
+		eq = strchr(line, '=');
+		if (!eq) {
+			bad = "a line without '='";
+			break;
+		}
+		*eq = '\0';
+		val = eq + 1;
+		errno = 0;
+		if (strcmp(line, "version") == 0) {
+			version = (int)strtol(val, &end, 10);
+		} else if (strcmp(line, "volume") == 0) {
+			if (strcmp(val, v->cfg->name) != 0)
+				bad = "it names another volume";
+			continue;
+		} else if (strcmp(line, "agent") == 0) {
+			if (!rf_ctl_name_ok(val))
+				bad = "the agent is not a valid name";
+			else
+				strcpy(owner, val);
+			continue;
+		} else if (strcmp(line, "vol_id") == 0) {
+			vol_id = strtoull(val, &end, 10);
+		} else if (strcmp(line, "size") == 0) {
+			size = strtoull(val, &end, 10);
+		} else if (strcmp(line, "synced") == 0) {
+			synced = (int)strtol(val, &end, 10);
+		} else {
+			continue; /* a newer hub's key */
+		}
+		if (errno || end == val || *end)
+			bad = "a number that does not parse";
+	}
+	if (ferror(f))
+		bad = "read error";
+	fclose(f);
+	if (!bad && version != 1)
+		bad = "unknown version";
+	if (!bad && (!owner[0] || vol_id > UINT32_MAX || size == 0 || size % 512 ||
+	             (synced != 0 && synced != 1)))
+		bad = "a missing or out-of-range field";
+	if (bad) {
+		RF_WARN(SUBSYS, "volume %s: ignoring %s (line %d: %s); the next sync is a full one",
+		        v->cfg->name, path, lineno, bad);
+		return;
+	}
+	strcpy(v->owner_id, owner);
+	v->vol_id = (uint32_t)vol_id;
+	v->size = size;
+	v->synced = synced == 1;
+	v->has_state = true;
+}
+
+/* ---- recovery images ---------------------------------------------------- */
+
+static int make_parent_dirs(const char *path)
+{
+	char buf[PATH_MAX];
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0750) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	return 0;
+}
+
+static int image_size(int fd, uint64_t *size, bool *regular)
+{
+	struct stat st;
+
+	if (fstat(fd, &st))
+		return -errno;
+	*regular = S_ISREG(st.st_mode);
+	if (S_ISBLK(st.st_mode))
+		return ioctl(fd, BLKGETSIZE64, size) ? -errno : 0;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+int volume_open_image(struct volume *v, uint64_t size, bool create, char *why, size_t whylen)
+{
+	const char *path = v->cfg->recovery;
+	uint64_t cur = 0;
+	bool regular = false, created = false;
+	int rc;
+
+	if (v->fd < 0) {
+		int flags = O_RDWR | O_CLOEXEC;
+
+		if (create) {
+			rc = make_parent_dirs(path);
+			if (rc) {
+				snprintf(why, whylen, "cannot create the directory of %s: %s", path,
+				         strerror(-rc));
+				return rc;
+			}
+			if (access(path, F_OK) != 0) {
+				flags |= O_CREAT | O_EXCL;
+				created = true;
+			}
+		}
+		v->fd = open(path, flags, 0600);
+		if (v->fd < 0) {
+			rc = -errno;
+			snprintf(why, whylen, "cannot open recovery image %s: %s", path,
+			         strerror(-rc));
+			return rc;
+		}
+		if (created) {
+			char dir[PATH_MAX], *slash;
+
+			snprintf(dir, sizeof(dir), "%s", path);
+			slash = strrchr(dir, '/');
+			if (slash && slash != dir) {
+				*slash = '\0';
+				fsync_dir(dir);
+			}
+			RF_INFO(SUBSYS, "volume %s: created recovery image %s", v->cfg->name, path);
+		}
+	}
+	rc = image_size(v->fd, &cur, &regular);
+	if (rc) {
+		snprintf(why, whylen, "%s is neither a regular file nor a block device", path);
+		return rc;
+	}
+	if (size == 0) {
+		v->size = cur;
+		return 0;
+	}
+	if (cur == 0 && regular) {
+		if (ftruncate(v->fd, (off_t)size) || fsync(v->fd)) {
+			rc = -errno;
+			snprintf(why, whylen, "cannot size %s to %" PRIu64 " bytes: %s", path, size,
+			         strerror(-rc));
+			return rc;
+		}
+		cur = size;
+	}
+	if (cur != size) {
+		snprintf(why, whylen,
+		         "the volume is %" PRIu64 " bytes but its recovery image %s is %" PRIu64
+		         " bytes",
+		         size, path, cur);
+		return -EINVAL;
+	}
+	v->size = size;
+	return 0;
+}
+
+/* ---- life cycle --------------------------------------------------------- */
+
+int volumes_init(struct hub *h)
+{
+	h->nvols = h->cfg->nvols;
+	h->vols = calloc(h->nvols ? h->nvols : 1, sizeof(*h->vols));
+	if (!h->vols)
+		return -ENOMEM;
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct volume *v = &h->vols[i];
+		char why[PATH_MAX + 128];
+
+		v->hub = h;
+		v->cfg = &h->cfg->vols[i];
+		v->fd = -1;
+		v->state = RF_VOL_UNKNOWN;
+		load_state(v);
+		if (!v->has_state)
+			continue;
+		v->owner = agent_get(h, v->owner_id);
+		v->state = RF_VOL_DISCONNECTED;
+		if (access(v->cfg->recovery, F_OK) != 0) {
+			RF_WARN(SUBSYS,
+			        "volume %s: recovery image %s is missing; recreating it, "
+			        "and the next sync is a full one",
+			        v->cfg->name, v->cfg->recovery);
+			v->synced = false;
+			if (volume_open_image(v, v->size, true, why, sizeof(why)))
+				RF_ERR(SUBSYS, "volume %s: %s", v->cfg->name, why);
+			volume_save_state(v);
+			continue;
+		}
+		if (volume_open_image(v, v->size, false, why, sizeof(why))) {
+			RF_WARN(SUBSYS, "volume %s: %s; the next sync is a full one", v->cfg->name,
+			        why);
+			if (v->synced) {
+				v->synced = false;
+				volume_save_state(v);
+			}
+		}
+	}
+	return 0;
+}
+
+void volumes_fini(struct hub *h)
+{
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct volume *v = &h->vols[i];
+
+		sync_stop(v);
+		if (v->fd >= 0) {
+			if (fdatasync(v->fd))
+				RF_ERR(SUBSYS, "volume %s: fdatasync: %s", v->cfg->name,
+				       strerror(errno));
+			close(v->fd);
+			v->fd = -1;
+		}
+	}
+	free(h->vols);
+	h->vols = NULL;
+	h->nvols = 0;
+}
+
+void volume_set_state(struct volume *v, enum rf_vol_state st, bool notify)
+{
+	struct rf_ctl_volume_state m;
+	uint8_t buf[32];
+	int n;
+
+	if (v->state != st)
+		RF_INFO(SUBSYS, "volume %s: %s -> %s", v->cfg->name, rf_vol_state_name(v->state),
+		        rf_vol_state_name(st));
+	v->state = st;
+	if (!notify || !v->owner || !v->owner->conn || !v->reported)
+		return;
+	m.vol_id = v->vol_id;
+	m.state = (uint8_t)st;
+	m.synced_bytes = sync_synced_bytes(v);
+	n = rf_ctl_enc_volume_state(buf, sizeof(buf), &m);
+	if (n > 0)
+		ctl_send(v->owner->conn, RF_CTL_VOLUME_STATE, 0, buf, (uint32_t)n);
+}
+
+void volume_agent_gone(struct agent *a)
+{
+	struct hub *h = a->hub;
+
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct volume *v = &h->vols[i];
+
+		if (v->owner != a || !v->reported)
+			continue;
+		if (v->sync.active)
+			RF_INFO(SUBSYS,
+			        "volume %s: initial sync interrupted; it restarts when the "
+			        "agent is back",
+			        v->cfg->name);
+		sync_stop(v);
+		v->reported = false;
+		volume_set_state(v, RF_VOL_DISCONNECTED, false);
+	}
+}
+
+/* ---- VOLUME_REPORT ------------------------------------------------------ */
+
+static void send_ok(struct ctl_conn *c, uint64_t req_id, struct volume *v, uint8_t sync)
+{
+	struct rf_ctl_volume_ok ok = {
+	    .vol_id = v->vol_id, .state = (uint8_t)v->state, .sync = sync};
+	uint8_t buf[16];
+	int n = rf_ctl_enc_volume_ok(buf, sizeof(buf), &ok);
+
+	if (n > 0)
+		ctl_send(c, RF_CTL_VOLUME_OK, req_id, buf, (uint32_t)n);
+}
+
+void volume_report(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
+{
+	struct hub *h = c->hub;
+	struct agent *a = c->agent;
+	struct rf_ctl_volume_report m;
+	const char *why = NULL;
+	char reason[PATH_MAX + 256];
+	struct volume *v;
+	bool full;
+	int rc;
+
+	if (!a) {
+		ctl_send_error(c, req_id, EPERM, "VOLUME_REPORT before HELLO");
+		return;
+	}
+	if (rf_ctl_dec_volume_report(p, len, &m, &why)) {
+		ctl_send_error(c, req_id, EBADMSG, "malformed VOLUME_REPORT: %s", why);
+		return;
+	}
+	v = volume_find(h, m.name);
+	if (!v) {
+		ctl_send_error(c, req_id, ENOENT, "no volume named '%s' in the hub's configuration",
+		               m.name);
+		return;
+	}
+	if (v->owner == a && v->reported) {
+		if (v->vol_id == m.vol_id && v->size == m.size) {
+			/* A repeat: answer the same, change nothing. */
+			send_ok(c, req_id, v, v->sync.active ? RF_SYNC_FULL : RF_SYNC_NONE);
+			return;
+		}
+		ctl_send_error(c, req_id, EEXIST,
+		               "volume '%s' was already reported in this session as vol_id %u",
+		               m.name, v->vol_id);
+		return;
+	}
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct volume *o = &h->vols[i];
+
+		if (o != v && o->owner == a && o->reported && o->vol_id == m.vol_id) {
+			ctl_send_error(c, req_id, EEXIST, "vol_id %u is already volume '%s'",
+			               m.vol_id, o->cfg->name);
+			return;
+		}
+	}
+	if (v->owner && v->owner != a && agent_live(v->owner) && v->reported) {
+		ctl_send_error(c, req_id, EBUSY, "volume '%s' is protected by agent '%s'", m.name,
+		               v->owner->id);
+		return;
+	}
+	rc = volume_open_image(v, m.size, true, reason, sizeof(reason));
+	if (rc) {
+		ctl_send_error(c, req_id, rc == -EINVAL ? EINVAL : EIO, "%s", reason);
+		return;
+	}
+	if (v->owner && v->owner != a) {
+		/* Whatever the previous owner's ring still holds for it goes first. */
+		struct agent *old = v->owner;
+
+		while (drain_agent(old, DRAIN_OFFLINE) > 0)
+			;
+		RF_INFO(SUBSYS, "volume %s: moves from agent %s to agent %s", m.name, old->id,
+		        a->id);
+	}
+	/* An older mapping of this agent's vol_id (not reported now) is void. */
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct volume *o = &h->vols[i];
+
+		if (o != v && o->owner == a && o->has_state && o->vol_id == m.vol_id) {
+			RF_INFO(SUBSYS, "volume %s: agent %s reuses its vol_id %u; forgetting it",
+			        o->cfg->name, a->id, m.vol_id);
+			o->owner = NULL;
+			o->owner_id[0] = '\0';
+			o->synced = false;
+			o->has_state = false;
+			o->state = RF_VOL_UNKNOWN;
+			{
+				char sp[PATH_MAX];
+
+				if (!state_path(o, sp, sizeof(sp), ""))
+					unlink(sp);
+			}
+		}
+	}
+	full =
+	    !(v->has_state && v->synced && strcmp(v->owner_id, a->id) == 0 && m.bitmap_valid == 1);
+	snprintf(v->owner_id, sizeof(v->owner_id), "%s", a->id);
+	v->owner = a;
+	v->vol_id = m.vol_id;
+	v->size = m.size;
+	if (full)
+		v->synced = false;
+	rc = volume_save_state(v);
+	if (rc) {
+		ctl_send_error(c, req_id, EIO, "the hub cannot record the volume's state: %s",
+		               strerror(-rc));
+		return;
+	}
+	v->reported = true;
+	v->reported_session = a->session;
+	v->dirty_bytes = 0;
+	sync_stop(v);
+	if (full) {
+		rc = sync_start(v);
+		if (rc) {
+			v->reported = false;
+			ctl_send_error(c, req_id, ENOMEM, "out of memory for the sync of '%s'",
+			               m.name);
+			return;
+		}
+		volume_set_state(v, RF_VOL_SYNCING, false);
+	} else {
+		volume_set_state(v, RF_VOL_PROTECTED, false);
+	}
+	RF_INFO(SUBSYS, "volume %s: reported by agent %s as vol_id %u, %" PRIu64 " bytes, %s",
+	        m.name, a->id, m.vol_id, m.size,
+	        full ? (m.bitmap_valid ? "full sync (no completed sync with this agent)"
+	                               : "full sync (the agent's bitmap is not valid)")
+	             : "in sync (the agent resends its dirty regions)");
+	send_ok(c, req_id, v, full ? RF_SYNC_FULL : RF_SYNC_NONE);
+}
