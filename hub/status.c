@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * STATUS -> STATUS_OK: the hub's state as one JSON object. The fields are
- * documented in docs/hub-notes.md ("Status JSON"); add fields freely, never
+ * documented in docs/HUB.md ("Status JSON"); add fields freely, never
  * rename or remove one (repctl and scripts read them).
  */
 #include <errno.h>

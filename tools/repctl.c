@@ -5,7 +5,7 @@
  *   repctl [--hub HOST:PORT] status [--json]
  *   repctl [--hub HOST:PORT] wait VOLUME --synced [--timeout SECONDS]
  *
- * The hub answers STATUS with JSON (fields: docs/hub-notes.md); "status"
+ * The hub answers STATUS with JSON (fields: docs/HUB.md); "status"
  * prints it as a table, or raw with --json. "wait --synced" polls STATUS
  * every 100 ms until the volume is protected and the agent's newest
  * PROGRESS, received after the wait began, shows an empty queue, no dirty
