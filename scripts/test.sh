@@ -4,13 +4,14 @@
 #   2. checks formatting (clang-format),
 #   3. configures and builds with -Werror into build/,
 #   4. runs every test through ctest (unit, functional, soft-RoCE VM),
-#   5. builds the unit suite under ASan+UBSan into build-asan/ and runs it.
+#   5. builds the unit suite under ASan+UBSan into build-asan/ and runs it,
+#   6. builds it under TSan into build-tsan/ and runs it.
 # Exits non-zero on any failure. A skipped test fails the run too, unless
 # RF_ALLOW_SKIP=1 (a skip is not a pass).
 #
 # Options:
 #   -R REGEX     run only the ctest tests matching REGEX (both builds)
-#   --no-asan    skip the sanitizer build
+#   --no-asan    skip the sanitizer builds
 #   --no-deps    do not try to install packages
 set -euo pipefail
 
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
 	-R) regex=(-R "$2"); shift 2 ;;
 	--no-asan) asan=0; shift ;;
 	--no-deps) deps=0; shift ;;
-	-h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+	-h|--help) sed -n "2,16p" "$0"; exit 0 ;;
 	*) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
 	esac
 done
@@ -74,6 +75,12 @@ if [ "$asan" = 1 ]; then
 	cmake --build build-asan -j"$jobs"
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		run_ctest build-asan -L unit
+
+	step "unit tests under TSan (build-tsan/)"
+	cmake -S . -B build-tsan -DREPFABRIC_WERROR=ON -DREPFABRIC_SANITIZE=thread \
+		-DREPFABRIC_UNIT_ONLY=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	cmake --build build-tsan -j"$jobs"
+	TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan -L unit
 fi
 
 step "all tests passed in $(($(date +%s) - start)) s"
