@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The agent's persistent dirty bitmap: see bitmap.h and docs/agent-notes.md. */
+/* The agent's persistent dirty bitmap: see bitmap.h and docs/PROTOCOL.md. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>

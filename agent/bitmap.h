@@ -2,7 +2,7 @@
 /*
  * The agent's persistent dirty bitmap: one bit per chunk of a volume, in a
  * file mapped MAP_SHARED and persisted with msync. Format in
- * docs/agent-notes.md ("Dirty bitmap file").
+ * docs/PROTOCOL.md ("Dirty bitmap file").
  *
  * Not thread-safe: the agent serialises access with the volume lock (bits)
  * and the persist lock (msync). Functions return 0 or -errno.

@@ -17,7 +17,7 @@
  * them (bitmaps in repagent-bitmap-dir); nbdkit cannot open a shared
  * context for a named export (plugins see no export name there), so their
  * sync reads and resends go through the plugin contexts of the client
- * connections open on them. See docs/agent-notes.md.
+ * connections open on them. See docs/AGENT.md.
  */
 #include <errno.h>
 #include <inttypes.h>
