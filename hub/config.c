@@ -53,6 +53,8 @@ static int set_hostport(const struct cfg_key *k, const char *val, void *dst, cha
                         size_t whylen);
 static int set_url(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen);
 static int set_dir(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen);
+static int set_ring_dir(const struct cfg_key *k, const char *val, void *dst, char *why,
+                        size_t whylen);
 static int set_image(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen);
 static int set_size(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen);
 static int set_level(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen);
@@ -66,6 +68,7 @@ static const struct cfg_key keys[] = {
     {"control", SEC_HUB, "127.0.0.1:7470", 0, 0, 0, HUB_STR(control), set_hostport},
     {"data", SEC_HUB, "tcp://127.0.0.1:7471", 0, 0, 0, HUB_STR(data), set_url},
     {"state_dir", SEC_HUB, "/var/lib/rephub", 0, 0, 0, HUB_STR(state_dir), set_dir},
+    {"ring_dir", SEC_HUB, "", 0, 0, 0, HUB_STR(ring_dir), set_ring_dir},
     {"ring_size", SEC_HUB, "64M", SIZE_1M, RF_RING_MAX_DATA_SIZE, RF_RING_ALIGN, HUB_NUM(ring_size),
      set_size},
     {"sync_rate", SEC_HUB, "0", 0, SIZE_1T, 1, HUB_NUM(sync_rate), set_size},
@@ -351,6 +354,15 @@ static int set_dir(const struct cfg_key *k, const char *val, void *dst, char *wh
 		return -EINVAL;
 	}
 	return store_str(k, val, dst, why, whylen);
+}
+
+/* ring_dir: empty means state_dir/rings; otherwise a directory like state_dir. */
+static int set_ring_dir(const struct cfg_key *k, const char *val, void *dst, char *why,
+                        size_t whylen)
+{
+	if (val[0] == '\0')
+		return store_str(k, val, dst, why, whylen);
+	return set_dir(k, val, dst, why, whylen);
 }
 
 static int set_image(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen)

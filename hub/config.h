@@ -28,8 +28,9 @@ struct hub_config {
 	char control[256];   /* HOST:PORT of the control channel */
 	char data[RF_CTL_MAX_TEXT + 1];
 	char state_dir[PATH_MAX];
-	uint64_t ring_size; /* data area bytes of each agent's ring */
-	uint64_t sync_rate; /* bytes per second per volume, 0 = unlimited */
+	char ring_dir[PATH_MAX]; /* "" = state_dir/rings */
+	uint64_t ring_size;      /* data area bytes of each agent's ring */
+	uint64_t sync_rate;      /* bytes per second per volume, 0 = unlimited */
 	enum rf_log_level log_level;
 
 	struct hub_vol_config *vols;

@@ -89,7 +89,9 @@ static int setup_state_dir(struct hub *h)
 	const char *sd = h->cfg->state_dir;
 	int rc;
 
-	if ((size_t)snprintf(h->rings_dir, sizeof(h->rings_dir), "%s/rings", sd) >=
+	if ((h->cfg->ring_dir[0]
+	         ? (size_t)snprintf(h->rings_dir, sizeof(h->rings_dir), "%s", h->cfg->ring_dir)
+	         : (size_t)snprintf(h->rings_dir, sizeof(h->rings_dir), "%s/rings", sd)) >=
 	        sizeof(h->rings_dir) ||
 	    (size_t)snprintf(h->volumes_dir, sizeof(h->volumes_dir), "%s/volumes", sd) >=
 	        sizeof(h->volumes_dir))

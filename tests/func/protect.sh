@@ -36,6 +36,10 @@ shm) data="shm://$RF_TMP/hub.data" ;;
 rdma) data="rdma://${RF_RDMA_ADDR:-10.0.2.15}:$(rf_free_port)" ;;
 *) rf_fail "unknown transport $transport" ;;
 esac
+# Rings that are RDMA memory regions belong on tmpfs/hugetlbfs/devdax
+# (docs/CONFIG.md, ring_dir); the VM is thrown away afterwards.
+ring_dir=""
+[ "$transport" = rdma ] && ring_dir="ring_dir = /dev/shm/rf-protect-rings"
 
 disk=$RF_TMP/disk.img
 recovery=$RF_TMP/state/vm1-disk0.img
@@ -46,6 +50,7 @@ cat >"$RF_TMP/hub.conf" <<CONF
 control = 127.0.0.1:$ctl_port
 data = $data
 state_dir = $RF_TMP/state
+$ring_dir
 ring_size = 32M
 
 [volume vm1-disk0]

@@ -127,6 +127,18 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.sync_rate, 0);
 	assert_int_equal(cfg.log_level, RF_LOG_INFO);
 	assert_int_equal(cfg.nvols, 0);
+	assert_string_equal(cfg.ring_dir, ""); /* state_dir/rings */
+	hub_config_free(&cfg);
+
+	snprintf(text, sizeof(text), "[hub]\nstate_dir = %s\nring_dir = %s/rings-on-tmpfs\n", dir,
+	         dir);
+	assert_int_equal(load(&cfg, text), 0);
+	assert_non_null(strstr(cfg.ring_dir, "/rings-on-tmpfs"));
+	hub_config_free(&cfg);
+
+	snprintf(text, sizeof(text), "[hub]\nstate_dir = %s\nring_dir = relative/rings\n", dir);
+	assert_int_equal(load(&cfg, text), -EINVAL);
+	expect_error_prefix(&cfg, "3: key 'ring_dir' in [hub]: ");
 	hub_config_free(&cfg);
 }
 
