@@ -588,6 +588,17 @@ static struct sw_listener *to_listener(const struct rf_fab_listener *l)
 
 static int queue_event(struct sw_listener *l, const struct rf_fab_hub_event *ev)
 {
+	/* Only a peer's newest doorbell matters: fold a DATA event into the
+	 * peer's DATA event at the tail, so the queue stays short however
+	 * many doorbells arrive between two polls. */
+	if (ev->type == RF_FAB_HEV_DATA && l->qlen) {
+		struct rf_fab_hub_event *tail = &l->q[(l->qhead + l->qlen - 1) % l->qcap];
+
+		if (tail->type == RF_FAB_HEV_DATA && tail->peer == ev->peer) {
+			tail->seq = ev->seq;
+			return 0;
+		}
+	}
 	if (l->qlen == l->qcap) {
 		size_t ncap = l->qcap ? l->qcap * 2 : 64;
 		struct rf_fab_hub_event *nq = malloc(ncap * sizeof(*nq));

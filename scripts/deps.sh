@@ -11,7 +11,7 @@ RF_DEBIAN_PACKAGES=(
 	# soft-RoCE VM harness (tests/rxe-vm)
 	qemu-system-x86 busybox-static kmod cpio xz-utils zstd iproute2
 	# clients and tools used by functional tests
-	qemu-utils fio libnbd-bin perftest
+	qemu-utils fio libnbd-bin perftest jq
 )
 
 rf_install_deps() {

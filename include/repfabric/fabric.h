@@ -149,7 +149,8 @@ struct rf_fab_hub_ops {
  */
 enum rf_fab_hub_event_type {
 	RF_FAB_HEV_ATTACHED = 1, /* a producer attached (token) */
-	RF_FAB_HEV_DATA = 2,     /* every record up to seq has landed in the ring */
+	RF_FAB_HEV_DATA = 2,     /* every record up to seq has landed in the ring; doorbells
+	                            that arrive before the owner polls are folded into one */
 	RF_FAB_HEV_DETACHED = 3, /* the producer is gone (err: -errno or 0) */
 };
 
