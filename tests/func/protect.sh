@@ -2,8 +2,9 @@
 # Protect flow end to end: rephubd + nbdkit with the repagent filter over a
 # non-empty disk; qemu-io and fio (nbd engine: several jobs, random
 # overlapping writes of mixed sizes, trims) write while the initial sync
-# runs; after `repctl wait --synced` the recovery image must be
-# byte-identical to the disk.
+# runs, and hostile control clients (bad magic, wrong version, oversized
+# frame, unknown volume) hit the same hub; after `repctl wait --synced` the
+# recovery image must be byte-identical to the disk.
 #
 # Usage: protect.sh tcp|shm|rdma   (rdma boots the soft-RoCE VM and runs the
 # whole scenario inside it, over rdma://10.0.2.15)
@@ -83,6 +84,15 @@ fio --output="$RF_TMP/fio.json" --output-format=json --ioengine=nbd --uri="$uri"
 	--name=trim --rw=randtrim --bsrange=4k-64k --iodepth=2 >/dev/null
 rf_alive "$hub_pid"
 rf_alive "$nbd_pid"
+# While this agent replicates, hostile clients hit the same hub: each gets
+# its error and is closed, and the protection below must not notice.
+poke=$RF_BIN/rf-ctl-poke
+"$poke" "127.0.0.1:$ctl_port" raw 0x12345678 1 9 0 0 0 expect ERROR EPROTO expect-close
+"$poke" "127.0.0.1:$ctl_port" raw 0x54434652 2 2 0 0 0 expect ERROR EPROTONOSUPPORT expect-close
+"$poke" "127.0.0.1:$ctl_port" raw 0x54434652 1 9 0x200000 0 0 expect ERROR EPROTO expect-close
+"$poke" "127.0.0.1:$ctl_port" hello intruder expect HELLO_OK \
+	report no-such-volume 1 1048576 expect ERROR ENOENT
+rf_log "malformed frame, wrong version, oversized length, unknown volume: each refused"
 written=$(grep -o '"io_bytes" : [0-9]*' "$RF_TMP/fio.json" | awk '{s += $3} END {print s + 0}')
 rf_log "fio done: $written bytes of IO"
 
