@@ -4,7 +4,7 @@
 
 RF_DEBIAN_PACKAGES=(
 	# build
-	gcc make cmake pkg-config clang-format
+	gcc make cmake pkg-config clang-format clang libclang-rt-14-dev
 	# libraries (pkg-config names: libibverbs librdmacm libpmem cmocka nbdkit inih)
 	libibverbs-dev librdmacm-dev ibverbs-providers rdma-core ibverbs-utils
 	libpmem-dev libcmocka-dev nbdkit nbdkit-plugin-dev libinih-dev

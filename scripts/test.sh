@@ -5,13 +5,18 @@
 #   3. configures and builds with -Werror into build/,
 #   4. runs every test through ctest (unit, functional, soft-RoCE VM),
 #   5. builds the unit suite under ASan+UBSan into build-asan/ and runs it,
-#   6. builds it under TSan into build-tsan/ and runs it.
+#   6. builds it under TSan into build-tsan/ and runs it,
+#   7. builds the fuzz targets with clang + libFuzzer into build-fuzz/ and
+#      runs each for RF_FUZZ_SECONDS (default 45); a crash fails the run
+#      and leaves its input in build-fuzz/crashes/ (add it to
+#      tests/fuzz/corpus/TARGET/ with the fix: it becomes a regression test).
 # Exits non-zero on any failure. A skipped test fails the run too, unless
 # RF_ALLOW_SKIP=1 (a skip is not a pass).
 #
 # Options:
 #   -R REGEX     run only the ctest tests matching REGEX (both builds)
 #   --no-asan    skip the sanitizer builds
+#   --no-fuzz    skip the fuzzing step
 #   --no-deps    do not try to install packages
 set -euo pipefail
 
@@ -21,13 +26,15 @@ cd "$top"
 
 regex=()
 asan=1
+fuzz=1
 deps=1
 while [ $# -gt 0 ]; do
 	case $1 in
 	-R) regex=(-R "$2"); shift 2 ;;
 	--no-asan) asan=0; shift ;;
+	--no-fuzz) fuzz=0; shift ;;
 	--no-deps) deps=0; shift ;;
-	-h|--help) sed -n "2,16p" "$0"; exit 0 ;;
+	-h|--help) sed -n "2,21p" "$0"; exit 0 ;;
 	*) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
 	esac
 done
@@ -81,6 +88,29 @@ if [ "$asan" = 1 ]; then
 		-DREPFABRIC_UNIT_ONLY=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	cmake --build build-tsan -j"$jobs"
 	TSAN_OPTIONS=halt_on_error=1 run_ctest build-tsan -L unit
+fi
+
+if [ "$fuzz" = 1 ] && [ ${#regex[@]} -eq 0 ]; then
+	secs=${RF_FUZZ_SECONDS:-45}
+	step "fuzzing (libFuzzer, ${secs} s per target, build-fuzz/)"
+	CC=clang cmake -S . -B build-fuzz -DREPFABRIC_WERROR=ON -DREPFABRIC_FUZZ=ON \
+		-DREPFABRIC_UNIT_ONLY=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	cmake --build build-fuzz -j"$jobs" --target fuzz_ctl fuzz_ring fuzz_config
+	mkdir -p build-fuzz/crashes
+	for t in ctl ring config; do
+		work=$(mktemp -d)
+		if ! build-fuzz/tests/fuzz/fuzz_$t -max_total_time="$secs" -rss_limit_mb=2048 \
+			-artifact_prefix=build-fuzz/crashes/$t- -print_final_stats=1 \
+			"$work" "tests/fuzz/corpus/$t" >"build-fuzz/fuzz_$t.log" 2>&1; then
+			tail -n 40 "build-fuzz/fuzz_$t.log"
+			echo "!! fuzz_$t found a crash: see build-fuzz/crashes/" >&2
+			rm -rf "$work"
+			exit 1
+		fi
+		echo "fuzz_$t: $(grep -o 'stat::number_of_executed_units: [0-9]*' \
+			"build-fuzz/fuzz_$t.log" | awk '{print $2}') inputs, no crash"
+		rm -rf "$work"
+	done
 fi
 
 step "all tests passed in $(($(date +%s) - start)) s"

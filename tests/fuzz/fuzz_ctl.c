@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fuzz target: the control channel's frame header and every payload
+ * decoder (common/ctl_wire.c). The input is one frame: 24 header bytes, then
+ * the payload; every decoder also sees the raw payload whatever the type.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "repfabric/ctl.h"
+#include "repfabric/log.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Rejections are the expected outcome here: keep the fuzzer fast and quiet. */
+static void quiet_sink(void *ctx, enum rf_log_level level, const char *line)
+{
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static struct rf_ctl_progress progress;
+	struct rf_ctl_hdr h;
+	struct rf_ctl_error er;
+	struct rf_ctl_hello he;
+	struct rf_ctl_hello_ok ho;
+	struct rf_ctl_volume_report vr;
+	struct rf_ctl_volume_ok vo;
+	struct rf_ctl_sync_read sr;
+	struct rf_ctl_sync_posted sp;
+	struct rf_ctl_volume_state vs;
+	const uint8_t *p = data;
+	const char *why = NULL;
+	size_t len = size;
+
+	rf_log_set_sink(quiet_sink, NULL);
+
+	if (size >= RF_CTL_HDR_LEN) {
+		if (rf_ctl_hdr_decode(data, &h, &why) == 0 && h.len > size - RF_CTL_HDR_LEN)
+			return 0; /* a real reader would wait for more bytes */
+		p = data + RF_CTL_HDR_LEN;
+		len = size - RF_CTL_HDR_LEN;
+	}
+	rf_ctl_dec_error(p, len, &er, &why);
+	rf_ctl_dec_hello(p, len, &he, &why);
+	rf_ctl_dec_hello_ok(p, len, &ho, &why);
+	rf_ctl_dec_volume_report(p, len, &vr, &why);
+	rf_ctl_dec_volume_ok(p, len, &vo, &why);
+	rf_ctl_dec_sync_read(p, len, &sr, &why);
+	rf_ctl_dec_sync_posted(p, len, &sp, &why);
+	rf_ctl_dec_volume_state(p, len, &vs, &why);
+	rf_ctl_dec_progress(p, len, &progress, &why);
+	return 0;
+}
