@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "repfabric/ctl.h"
+#include "repfabric/sockio.h"
 
 /* ---- bounded little-endian writer and reader -------------------------- */
 
@@ -416,35 +417,10 @@ int rf_ctl_dec_volume_state(const uint8_t *p, size_t len, struct rf_ctl_volume_s
 
 /* ---- blocking helpers ------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int wait_fd(int fd, short ev, int64_t deadline)
-{
-	struct pollfd p = {.fd = fd, .events = ev};
-
-	for (;;) {
-		int left = (int)(deadline - now_ms()), rc;
-
-		if (left <= 0)
-			return -ETIMEDOUT;
-		rc = poll(&p, 1, left);
-		if (rc > 0)
-			return 0;
-		if (rc < 0 && errno != EINTR)
-			return -errno;
-	}
-}
-
 int rf_ctl_dial(const char *hostport, int timeout_ms)
 {
 	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = rf_now_ms() + timeout_ms;
 	char host[256], port[16];
 	const char *colon = strrchr(hostport, ':');
 	const char *h = hostport;
@@ -476,7 +452,7 @@ int rf_ctl_dial(const char *hostport, int timeout_ms)
 			rc = -errno;
 			goto out_close;
 		}
-		rc = wait_fd(fd, POLLOUT, deadline);
+		rc = rf_wait_fd(fd, POLLOUT, deadline);
 		if (rc)
 			goto out_close;
 		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
@@ -494,37 +470,6 @@ out_free:
 	return rc;
 }
 
-static int write_all(int fd, struct iovec *iov, int n, int64_t deadline)
-{
-	while (n > 0) {
-		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-		ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
-
-		if (w < 0) {
-			int rc;
-
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			rc = wait_fd(fd, POLLOUT, deadline);
-			if (rc)
-				return rc;
-			continue;
-		}
-		while (n > 0 && (size_t)w >= iov->iov_len) {
-			w -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (char *)iov->iov_base + w;
-			iov->iov_len -= (size_t)w;
-		}
-	}
-	return 0;
-}
-
 int rf_ctl_send(int fd, uint16_t type, uint64_t req_id, const void *payload, uint32_t len,
                 const void *data2, uint32_t len2)
 {
@@ -534,40 +479,17 @@ int rf_ctl_send(int fd, uint16_t type, uint64_t req_id, const void *payload, uin
 	if ((uint64_t)len + len2 > RF_CTL_MAX_PAYLOAD)
 		return -EMSGSIZE;
 	rf_ctl_hdr_encode(h, type, req_id, len + len2);
-	return write_all(fd, iov, 3, now_ms() + 30000);
-}
-
-static int read_all(int fd, void *buf, size_t len, int64_t deadline)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = read(fd, (char *)buf + got, len - got);
-
-		if (n > 0) {
-			got += (size_t)n;
-		} else if (n == 0) {
-			return -ECONNRESET;
-		} else if (errno == EAGAIN) {
-			int rc = wait_fd(fd, POLLIN, deadline);
-
-			if (rc)
-				return rc;
-		} else if (errno != EINTR) {
-			return -errno;
-		}
-	}
-	return 0;
+	return rf_write_all(fd, iov, 3, rf_now_ms() + 30000);
 }
 
 int rf_ctl_recv(int fd, struct rf_ctl_hdr *h, uint8_t *buf, size_t cap, int timeout_ms,
                 const char **why)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = rf_now_ms() + timeout_ms;
 	uint8_t hb[RF_CTL_HDR_LEN];
 	int rc;
 
-	rc = read_all(fd, hb, sizeof(hb), deadline);
+	rc = rf_read_all(fd, hb, sizeof(hb), deadline);
 	if (rc)
 		return rc;
 	rc = rf_ctl_hdr_decode(hb, h, why);
@@ -577,5 +499,5 @@ int rf_ctl_recv(int fd, struct rf_ctl_hdr *h, uint8_t *buf, size_t cap, int time
 		*why = "frame larger than the receive buffer";
 		return -EPROTO;
 	}
-	return read_all(fd, buf, h->len, deadline);
+	return rf_read_all(fd, buf, h->len, deadline);
 }

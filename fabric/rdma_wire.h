@@ -19,6 +19,8 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "repfabric/le.h"
 #include <string.h>
 
 #include "repfabric/fabric.h"
@@ -63,55 +65,13 @@ struct rf_rdma_rej {
 	int err; /* positive errno */
 };
 
-static inline void rf_put16(unsigned char *p, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline void rf_put32(unsigned char *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline void rf_put64(unsigned char *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline uint16_t rf_get16(const unsigned char *p)
-{
-	uint16_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le16toh(v);
-}
-
-static inline uint32_t rf_get32(const unsigned char *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le32toh(v);
-}
-
-static inline uint64_t rf_get64(const unsigned char *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le64toh(v);
-}
-
 /* request: magic u32 @0, version u16 @4, flags u16 @6 (0), token u64 @8 */
 static inline void rf_rdma_req_encode(unsigned char *b, uint64_t token)
 {
-	rf_put32(b, RF_RDMA_MAGIC_REQ);
-	rf_put16(b + 4, RF_RDMA_VERSION);
-	rf_put16(b + 6, 0);
-	rf_put64(b + 8, token);
+	rf_put_le32(b, RF_RDMA_MAGIC_REQ);
+	rf_put_le16(b + 4, RF_RDMA_VERSION);
+	rf_put_le16(b + 6, 0);
+	rf_put_le64(b + 8, token);
 }
 
 /* 0, -EPROTO (not a request), -EPROTONOSUPPORT (other version). */
@@ -119,14 +79,14 @@ static inline int rf_rdma_req_decode(const void *data, size_t len, struct rf_rdm
 {
 	const unsigned char *b = data;
 
-	if (!b || len < RF_RDMA_REQ_LEN || rf_get32(b) != RF_RDMA_MAGIC_REQ)
+	if (!b || len < RF_RDMA_REQ_LEN || rf_get_le32(b) != RF_RDMA_MAGIC_REQ)
 		return -EPROTO;
-	r->version = rf_get16(b + 4);
+	r->version = rf_get_le16(b + 4);
 	if (r->version != RF_RDMA_VERSION)
 		return -EPROTONOSUPPORT;
-	if (rf_get16(b + 6) != 0)
+	if (rf_get_le16(b + 6) != 0)
 		return -EPROTO;
-	r->token = rf_get64(b + 8);
+	r->token = rf_get_le64(b + 8);
 	return 0;
 }
 
@@ -140,33 +100,33 @@ static inline void rf_rdma_acc_encode(unsigned char *b, uint64_t ring_id, uint64
                                       const struct rf_fab_position *pos)
 {
 	memset(b, 0, RF_RDMA_ACC_LEN);
-	rf_put32(b, RF_RDMA_MAGIC_ACC);
-	rf_put16(b + 4, RF_RDMA_VERSION);
-	rf_put64(b + 8, ring_id);
-	rf_put64(b + 16, data_size);
-	rf_put64(b + 24, addr);
-	rf_put32(b + 32, rkey);
-	rf_put64(b + 40, pos->durable_pos);
-	rf_put64(b + 48, pos->durable_seq);
-	rf_put64(b + 56, pos->head_pos);
-	rf_put64(b + 64, pos->head_seq);
+	rf_put_le32(b, RF_RDMA_MAGIC_ACC);
+	rf_put_le16(b + 4, RF_RDMA_VERSION);
+	rf_put_le64(b + 8, ring_id);
+	rf_put_le64(b + 16, data_size);
+	rf_put_le64(b + 24, addr);
+	rf_put_le32(b + 32, rkey);
+	rf_put_le64(b + 40, pos->durable_pos);
+	rf_put_le64(b + 48, pos->durable_seq);
+	rf_put_le64(b + 56, pos->head_pos);
+	rf_put_le64(b + 64, pos->head_seq);
 }
 
 static inline int rf_rdma_acc_decode(const void *data, size_t len, struct rf_rdma_acc *a)
 {
 	const unsigned char *b = data;
 
-	if (!b || len < RF_RDMA_ACC_LEN || rf_get32(b) != RF_RDMA_MAGIC_ACC ||
-	    rf_get16(b + 4) != RF_RDMA_VERSION)
+	if (!b || len < RF_RDMA_ACC_LEN || rf_get_le32(b) != RF_RDMA_MAGIC_ACC ||
+	    rf_get_le16(b + 4) != RF_RDMA_VERSION)
 		return -EPROTO;
-	a->ring_id = rf_get64(b + 8);
-	a->data_size = rf_get64(b + 16);
-	a->addr = rf_get64(b + 24);
-	a->rkey = rf_get32(b + 32);
-	a->pos.durable_pos = rf_get64(b + 40);
-	a->pos.durable_seq = rf_get64(b + 48);
-	a->pos.head_pos = rf_get64(b + 56);
-	a->pos.head_seq = rf_get64(b + 64);
+	a->ring_id = rf_get_le64(b + 8);
+	a->data_size = rf_get_le64(b + 16);
+	a->addr = rf_get_le64(b + 24);
+	a->rkey = rf_get_le32(b + 32);
+	a->pos.durable_pos = rf_get_le64(b + 40);
+	a->pos.durable_seq = rf_get_le64(b + 48);
+	a->pos.head_pos = rf_get_le64(b + 56);
+	a->pos.head_seq = rf_get_le64(b + 64);
 	return 0;
 }
 
@@ -174,10 +134,10 @@ static inline int rf_rdma_acc_decode(const void *data, size_t len, struct rf_rdm
 static inline void rf_rdma_rej_encode(unsigned char *b, unsigned reason, int err)
 {
 	memset(b, 0, RF_RDMA_REJ_LEN);
-	rf_put32(b, RF_RDMA_MAGIC_REJ);
-	rf_put16(b + 4, RF_RDMA_VERSION);
-	rf_put16(b + 6, (uint16_t)reason);
-	rf_put32(b + 8, (uint32_t)err);
+	rf_put_le32(b, RF_RDMA_MAGIC_REJ);
+	rf_put_le16(b + 4, RF_RDMA_VERSION);
+	rf_put_le16(b + 6, (uint16_t)reason);
+	rf_put_le32(b + 8, (uint32_t)err);
 }
 
 static inline int rf_rdma_rej_decode(const void *data, size_t len, struct rf_rdma_rej *r)
@@ -185,11 +145,11 @@ static inline int rf_rdma_rej_decode(const void *data, size_t len, struct rf_rdm
 	const unsigned char *b = data;
 	uint32_t err;
 
-	if (!b || len < RF_RDMA_REJ_LEN || rf_get32(b) != RF_RDMA_MAGIC_REJ)
+	if (!b || len < RF_RDMA_REJ_LEN || rf_get_le32(b) != RF_RDMA_MAGIC_REJ)
 		return -EPROTO;
-	r->version = rf_get16(b + 4);
-	r->reason = rf_get16(b + 6);
-	err = rf_get32(b + 8);
+	r->version = rf_get_le16(b + 4);
+	r->reason = rf_get_le16(b + 6);
+	err = rf_get_le32(b + 8);
 	r->err = err > 0 && err < 4096 ? (int)err : EACCES;
 	return 0;
 }
@@ -197,24 +157,24 @@ static inline int rf_rdma_rej_decode(const void *data, size_t len, struct rf_rdm
 /* position: magic u32 @0, reserved u32 @4, durable_pos, durable_seq, head_pos, head_seq u64 @8.. */
 static inline void rf_rdma_pos_encode(unsigned char *b, const struct rf_fab_position *pos)
 {
-	rf_put32(b, RF_RDMA_MAGIC_POS);
-	rf_put32(b + 4, 0);
-	rf_put64(b + 8, pos->durable_pos);
-	rf_put64(b + 16, pos->durable_seq);
-	rf_put64(b + 24, pos->head_pos);
-	rf_put64(b + 32, pos->head_seq);
+	rf_put_le32(b, RF_RDMA_MAGIC_POS);
+	rf_put_le32(b + 4, 0);
+	rf_put_le64(b + 8, pos->durable_pos);
+	rf_put_le64(b + 16, pos->durable_seq);
+	rf_put_le64(b + 24, pos->head_pos);
+	rf_put_le64(b + 32, pos->head_seq);
 }
 
 static inline int rf_rdma_pos_decode(const void *data, size_t len, struct rf_fab_position *pos)
 {
 	const unsigned char *b = data;
 
-	if (len != RF_RDMA_POS_LEN || rf_get32(b) != RF_RDMA_MAGIC_POS)
+	if (len != RF_RDMA_POS_LEN || rf_get_le32(b) != RF_RDMA_MAGIC_POS)
 		return -EPROTO;
-	pos->durable_pos = rf_get64(b + 8);
-	pos->durable_seq = rf_get64(b + 16);
-	pos->head_pos = rf_get64(b + 24);
-	pos->head_seq = rf_get64(b + 32);
+	pos->durable_pos = rf_get_le64(b + 8);
+	pos->durable_seq = rf_get_le64(b + 16);
+	pos->head_pos = rf_get_le64(b + 24);
+	pos->head_seq = rf_get_le64(b + 32);
 	return 0;
 }
 

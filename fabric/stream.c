@@ -30,6 +30,8 @@
 #include <unistd.h>
 
 #include "provider.h"
+#include "repfabric/le.h"
+#include "repfabric/sockio.h"
 #include "repfabric/log.h"
 #include "stream_wire.h"
 
@@ -40,52 +42,19 @@
 
 /* ------------------------------------------------------------ encoding */
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 static void hdr_encode(uint8_t *h, enum rf_sw_type type, uint32_t len)
 {
 	memset(h, 0, RF_SW_HDR_LEN);
-	put32(h, RF_SW_MAGIC);
+	rf_put_le32(h, RF_SW_MAGIC);
 	h[4] = RF_SW_VERSION;
 	h[5] = (uint8_t)type;
-	put32(h + 8, len);
+	rf_put_le32(h + 8, len);
 }
 
 /* Validate a frame header; returns 0 or -EPROTO with @why set. */
 static int hdr_decode(const uint8_t *h, unsigned *type, uint32_t *len, const char **why)
 {
-	if (get32(h) != RF_SW_MAGIC) {
+	if (rf_get_le32(h) != RF_SW_MAGIC) {
 		*why = "bad frame magic";
 		return -EPROTO;
 	}
@@ -93,91 +62,32 @@ static int hdr_decode(const uint8_t *h, unsigned *type, uint32_t *len, const cha
 		*why = "unsupported frame version";
 		return -EPROTO;
 	}
-	if (get16(h + 6) != 0 || get32(h + 12) != 0) {
+	if (rf_get_le16(h + 6) != 0 || rf_get_le32(h + 12) != 0) {
 		*why = "reserved header bytes not zero";
 		return -EPROTO;
 	}
 	*type = h[5];
-	*len = get32(h + 8);
+	*len = rf_get_le32(h + 8);
 	return 0;
 }
 
 static void position_encode(uint8_t *p, const struct rf_fab_position *pos)
 {
-	put64(p, pos->durable_pos);
-	put64(p + 8, pos->durable_seq);
-	put64(p + 16, pos->head_pos);
-	put64(p + 24, pos->head_seq);
+	rf_put_le64(p, pos->durable_pos);
+	rf_put_le64(p + 8, pos->durable_seq);
+	rf_put_le64(p + 16, pos->head_pos);
+	rf_put_le64(p + 24, pos->head_seq);
 }
 
 static void position_decode(const uint8_t *p, struct rf_fab_position *pos)
 {
-	pos->durable_pos = get64(p);
-	pos->durable_seq = get64(p + 8);
-	pos->head_pos = get64(p + 16);
-	pos->head_seq = get64(p + 24);
+	pos->durable_pos = rf_get_le64(p);
+	pos->durable_seq = rf_get_le64(p + 8);
+	pos->head_pos = rf_get_le64(p + 16);
+	pos->head_seq = rf_get_le64(p + 24);
 }
 
 /* ------------------------------------------------------------ socket io */
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int wait_fd(int fd, short events, int64_t deadline)
-{
-	struct pollfd p = {.fd = fd, .events = events};
-	int rc, left;
-
-	for (;;) {
-		left = (int)(deadline - now_ms());
-		if (left <= 0)
-			return -ETIMEDOUT;
-		rc = poll(&p, 1, left);
-		if (rc > 0)
-			return 0;
-		if (rc < 0 && errno != EINTR)
-			return -errno;
-	}
-}
-
-/* Write every byte of @iov to a non-blocking socket, or fail by @timeout_ms. */
-static int write_all(int fd, struct iovec *iov, int iovcnt, int timeout_ms)
-{
-	int64_t deadline = now_ms() + timeout_ms;
-
-	while (iovcnt > 0) {
-		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
-		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-
-		if (n < 0) {
-			int rc;
-
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			rc = wait_fd(fd, POLLOUT, deadline);
-			if (rc)
-				return rc;
-			continue;
-		}
-		while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
-			n -= (ssize_t)iov->iov_len;
-			iov++;
-			iovcnt--;
-		}
-		if (iovcnt > 0) {
-			iov->iov_base = (char *)iov->iov_base + n;
-			iov->iov_len -= (size_t)n;
-		}
-	}
-	return 0;
-}
 
 static int send_frame(int fd, enum rf_sw_type type, const void *payload, uint32_t len,
                       int timeout_ms)
@@ -186,31 +96,7 @@ static int send_frame(int fd, enum rf_sw_type type, const void *payload, uint32_
 	struct iovec iov[2] = {{h, sizeof(h)}, {(void *)payload, len}};
 
 	hdr_encode(h, type, len);
-	return write_all(fd, iov, len ? 2 : 1, timeout_ms);
-}
-
-static int read_all(int fd, void *buf, size_t len, int64_t deadline)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = read(fd, (char *)buf + got, len - got);
-
-		if (n > 0) {
-			got += (size_t)n;
-			continue;
-		}
-		if (n == 0)
-			return -ECONNRESET;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN)
-			return -errno;
-		n = wait_fd(fd, POLLIN, deadline);
-		if (n)
-			return (int)n;
-	}
-	return 0;
+	return rf_write_all(fd, iov, len ? 2 : 1, rf_now_ms() + timeout_ms);
 }
 
 /* Open a non-blocking stream socket connected to @addr within @deadline. */
@@ -252,7 +138,7 @@ static int sock_connect(bool shm, const char *addr, int64_t deadline, int *out)
 			rc = -errno;
 			goto out_close;
 		}
-		rc = wait_fd(fd, POLLOUT, deadline);
+		rc = rf_wait_fd(fd, POLLOUT, deadline);
 		if (rc)
 			goto out_close;
 		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0 || err) {
@@ -300,11 +186,11 @@ static int welcome_decode(struct sw_conn *c, const uint8_t *p, uint32_t len, con
 
 	if (len < RF_SW_WELCOME_FIXED)
 		return -EPROTO;
-	info->ring_id = get64(p);
-	info->data_size = get64(p + 8);
+	info->ring_id = rf_get_le64(p);
+	info->data_size = rf_get_le64(p + 8);
 	position_decode(p + 16, &info->pos);
-	data_off = get64(p + 48);
-	path_len = get16(p + 56);
+	data_off = rf_get_le64(p + 48);
+	path_len = rf_get_le16(p + 56);
 	if (len != (uint32_t)RF_SW_WELCOME_FIXED + path_len || path_len > RF_SW_MAX_PATH)
 		return -EPROTO;
 	if (!c->shm)
@@ -344,7 +230,7 @@ out_close:
 static int sw_connect(bool shm, const char *addr, uint64_t token, int timeout_ms,
                       struct rf_fab_conn **out, struct rf_fab_ring_info *info)
 {
-	int64_t deadline = now_ms() + (timeout_ms < 0 ? 3600000 : timeout_ms);
+	int64_t deadline = rf_now_ms() + (timeout_ms < 0 ? 3600000 : timeout_ms);
 	const char *scheme = shm ? "shm" : "tcp", *why;
 	struct sw_conn *c;
 	uint8_t h[RF_SW_HDR_LEN], hello[RF_SW_HELLO_LEN];
@@ -362,11 +248,11 @@ static int sw_connect(bool shm, const char *addr, uint64_t token, int timeout_ms
 		RF_ERR("fabric", "%s://%s: connect failed: %s", scheme, addr, strerror(-rc));
 		goto out_free;
 	}
-	put64(hello, token);
-	rc = send_frame(c->fd, RF_SW_HELLO, hello, sizeof(hello), (int)(deadline - now_ms()));
+	rf_put_le64(hello, token);
+	rc = send_frame(c->fd, RF_SW_HELLO, hello, sizeof(hello), (int)(deadline - rf_now_ms()));
 	if (rc)
 		goto out_close;
-	rc = read_all(c->fd, h, sizeof(h), deadline);
+	rc = rf_read_all(c->fd, h, sizeof(h), deadline);
 	if (rc)
 		goto out_close;
 	rc = hdr_decode(h, &type, &len, &why);
@@ -381,11 +267,11 @@ static int sw_connect(bool shm, const char *addr, uint64_t token, int timeout_ms
 		rc = -ENOMEM;
 		goto out_close;
 	}
-	rc = read_all(c->fd, payload, len, deadline);
+	rc = rf_read_all(c->fd, payload, len, deadline);
 	if (rc)
 		goto out_close;
 	if (type == RF_SW_REFUSE) {
-		int32_t e = len >= 4 ? (int32_t)get32(payload) : EPROTO;
+		int32_t e = len >= 4 ? (int32_t)rf_get_le32(payload) : EPROTO;
 
 		payload[len] = '\0';
 		RF_ERR("fabric", "%s://%s: hub refused token %#llx: %s", scheme, addr,
@@ -437,15 +323,15 @@ static int sw_post(struct rf_fab_conn *bc, const struct rf_fab_seg *segs, unsign
 			continue;
 		}
 		hdr_encode(hdrs[i], RF_SW_WRITE, RF_SW_WRITE_SUBHDR + segs[i].len);
-		put64(hdrs[i] + RF_SW_HDR_LEN, segs[i].off);
-		put32(hdrs[i] + RF_SW_HDR_LEN + 8, segs[i].len);
+		rf_put_le64(hdrs[i] + RF_SW_HDR_LEN, segs[i].off);
+		rf_put_le32(hdrs[i] + RF_SW_HDR_LEN + 8, segs[i].len);
 		iov[n++] = (struct iovec){hdrs[i], sizeof(hdrs[i])};
 		iov[n++] = (struct iovec){(void *)segs[i].buf, segs[i].len};
 	}
 	hdr_encode(bell, RF_SW_DOORBELL, RF_SW_DOORBELL_LEN);
-	put64(bell + RF_SW_HDR_LEN, last_seq);
+	rf_put_le64(bell + RF_SW_HDR_LEN, last_seq);
 	iov[n++] = (struct iovec){bell, sizeof(bell)};
-	rc = write_all(c->fd, iov, n, SW_IO_TIMEOUT_MS);
+	rc = rf_write_all(c->fd, iov, n, rf_now_ms() + SW_IO_TIMEOUT_MS);
 	if (rc) {
 		RF_ERR("fabric", "post failed: %s", strerror(-rc));
 		c->err = rc;
@@ -669,7 +555,7 @@ static void peer_refuse(struct sw_peer *p, int err, const char *why)
 	size_t n = strlen(why) < 200 ? strlen(why) : 200;
 
 	RF_WARN("fabric", "refused producer (token %#llx): %s", (unsigned long long)p->token, why);
-	put32(buf, (uint32_t)-err);
+	rf_put_le32(buf, (uint32_t)-err);
 	memcpy(buf + 4, why, n);
 	send_frame(p->fd, RF_SW_REFUSE, buf, (uint32_t)(4 + n), SW_PUBLISH_TIMEOUT_MS);
 	peer_kill(p, err);
@@ -682,7 +568,7 @@ static void handle_hello(struct sw_peer *p)
 	size_t path_len = 0;
 	int rc;
 
-	p->token = get64(p->payload);
+	p->token = rf_get_le64(p->payload);
 	rc = l->ops->attach(l->ctx, p->token, &p->mem);
 	if (rc) {
 		peer_refuse(p, rc, rc == -ENOENT ? "unknown token" : strerror(-rc));
@@ -700,15 +586,15 @@ static void handle_hello(struct sw_peer *p)
 		peer_refuse(p, -EIO, "hub-side ring error");
 		return;
 	}
-	put64(w, p->mem.info.ring_id);
-	put64(w + 8, p->mem.data_size);
+	rf_put_le64(w, p->mem.info.ring_id);
+	rf_put_le64(w + 8, p->mem.data_size);
 	position_encode(w + 16, &p->mem.info.pos);
-	put64(w + 48, l->shm ? p->mem.data_off : 0);
+	rf_put_le64(w + 48, l->shm ? p->mem.data_off : 0);
 	if (l->shm) {
 		path_len = strlen(p->mem.path);
 		memcpy(w + RF_SW_WELCOME_FIXED, p->mem.path, path_len);
 	}
-	put16(w + 56, (uint16_t)path_len);
+	rf_put_le16(w + 56, (uint16_t)path_len);
 	if (send_frame(p->fd, RF_SW_WELCOME, w, (uint32_t)(RF_SW_WELCOME_FIXED + path_len),
 	               SW_PUBLISH_TIMEOUT_MS))
 		peer_kill(p, -ECONNRESET);
@@ -761,7 +647,7 @@ static void frame_payload_done(struct sw_peer *p)
 		handle_hello(p);
 		break;
 	case RF_SW_DOORBELL:
-		seq = get64(p->payload);
+		seq = rf_get_le64(p->payload);
 		if (seq < p->last_seq) {
 			peer_protocol_error(p, "doorbell sequence went backwards");
 			return;
@@ -773,8 +659,8 @@ static void frame_payload_done(struct sw_peer *p)
 		                                             .seq = seq});
 		break;
 	case RF_SW_WRITE:
-		off = get64(p->payload);
-		len = get32(p->payload + 8);
+		off = rf_get_le64(p->payload);
+		len = rf_get_le32(p->payload + 8);
 		if (len != p->len - RF_SW_WRITE_SUBHDR || off > p->mem.data_size ||
 		    len > p->mem.data_size - off) {
 			peer_protocol_error(p, "write outside the ring's data area");

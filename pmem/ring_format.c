@@ -87,7 +87,7 @@ uint32_t ring_record_crc(const unsigned char *hdr, const void *payload, uint32_t
 	uint32_t crc;
 
 	memcpy(tmp, hdr, sizeof(tmp));
-	put_le32(tmp + RR_CRC, 0);
+	rf_put_le32(tmp + RR_CRC, 0);
 	crc = rf_crc32c(0, tmp, sizeof(tmp));
 	if (payload_len)
 		crc = rf_crc32c(crc, payload, payload_len);
@@ -100,25 +100,25 @@ void ring_encode_header(unsigned char *hdr, const struct ring_geom *g, uint16_t 
                         const void *payload)
 {
 	memset(hdr, 0, RF_RING_REC_HDR_SIZE);
-	put_le32(hdr + RR_MAGIC, REC_MAGIC);
-	put_le16(hdr + RR_TYPE, type);
-	put_le16(hdr + RR_FLAGS, flags);
-	put_le32(hdr + RR_PAYLOAD_LEN, payload_len);
-	put_le32(hdr + RR_TOTAL_SIZE, total_size);
-	put_le64(hdr + RR_SEQ, seq);
-	put_le64(hdr + RR_RING_ID, g->ring_id);
-	put_le32(hdr + RR_VOLUME, volume);
-	put_le32(hdr + RR_LENGTH, length);
-	put_le64(hdr + RR_OFFSET, offset);
-	put_le64(hdr + RR_TIMESTAMP, ts);
-	put_le32(hdr + RR_CRC, ring_record_crc(hdr, payload, payload_len));
+	rf_put_le32(hdr + RR_MAGIC, REC_MAGIC);
+	rf_put_le16(hdr + RR_TYPE, type);
+	rf_put_le16(hdr + RR_FLAGS, flags);
+	rf_put_le32(hdr + RR_PAYLOAD_LEN, payload_len);
+	rf_put_le32(hdr + RR_TOTAL_SIZE, total_size);
+	rf_put_le64(hdr + RR_SEQ, seq);
+	rf_put_le64(hdr + RR_RING_ID, g->ring_id);
+	rf_put_le32(hdr + RR_VOLUME, volume);
+	rf_put_le32(hdr + RR_LENGTH, length);
+	rf_put_le64(hdr + RR_OFFSET, offset);
+	rf_put_le64(hdr + RR_TIMESTAMP, ts);
+	rf_put_le32(hdr + RR_CRC, ring_record_crc(hdr, payload, payload_len));
 }
 
 void ring_encode_trailer(unsigned char *trl, uint64_t seq)
 {
-	put_le64(trl + RT_SEQ, seq);
-	put_le32(trl + RT_MAGIC, TRL_MAGIC);
-	put_le32(trl + RT_RESERVED, 0);
+	rf_put_le64(trl + RT_SEQ, seq);
+	rf_put_le32(trl + RT_MAGIC, TRL_MAGIC);
+	rf_put_le32(trl + RT_RESERVED, 0);
 }
 
 #define REFUSE(st, ...)                                                                            \
@@ -178,17 +178,17 @@ enum rf_ring_status ring_check_record(const struct ring_geom *g, const unsigned 
 
 	/* Work on private copies: the producer may be writing concurrently. */
 	memcpy(hdr, data + off, sizeof(hdr));
-	magic = get_le32(hdr + RR_MAGIC);
+	magic = rf_get_le32(hdr + RR_MAGIC);
 	if (magic != REC_MAGIC)
 		REFUSE(RF_RING_ST_END, "no record magic at pos %" PRIu64 " (offset %" PRIu64 ")",
 		       pos, off);
-	ring_id = get_le64(hdr + RR_RING_ID);
+	ring_id = rf_get_le64(hdr + RR_RING_ID);
 	if (ring_id != g->ring_id)
 		REFUSE(RF_RING_ST_STALE,
 		       "record at pos %" PRIu64 " belongs to ring id %016" PRIx64
 		       ", not %016" PRIx64,
 		       pos, ring_id, g->ring_id);
-	rseq = get_le64(hdr + RR_SEQ);
+	rseq = rf_get_le64(hdr + RR_SEQ);
 	if (rseq < seq)
 		REFUSE(RF_RING_ST_STALE,
 		       "stale sequence at pos %" PRIu64 ": seq %" PRIu64 " < expected %" PRIu64,
@@ -198,14 +198,14 @@ enum rf_ring_status ring_check_record(const struct ring_geom *g, const unsigned 
 		       "sequence ahead at pos %" PRIu64 ": seq %" PRIu64 " > expected %" PRIu64,
 		       pos, rseq, seq);
 
-	type = get_le16(hdr + RR_TYPE);
-	flags = get_le16(hdr + RR_FLAGS);
-	payload_len = get_le32(hdr + RR_PAYLOAD_LEN);
-	total_size = get_le32(hdr + RR_TOTAL_SIZE);
-	volume = get_le32(hdr + RR_VOLUME);
-	length = get_le32(hdr + RR_LENGTH);
-	voff = get_le64(hdr + RR_OFFSET);
-	if (get_le32(hdr + RR_RESERVED) != 0)
+	type = rf_get_le16(hdr + RR_TYPE);
+	flags = rf_get_le16(hdr + RR_FLAGS);
+	payload_len = rf_get_le32(hdr + RR_PAYLOAD_LEN);
+	total_size = rf_get_le32(hdr + RR_TOTAL_SIZE);
+	volume = rf_get_le32(hdr + RR_VOLUME);
+	length = rf_get_le32(hdr + RR_LENGTH);
+	voff = rf_get_le64(hdr + RR_OFFSET);
+	if (rf_get_le32(hdr + RR_RESERVED) != 0)
 		REFUSE(RF_RING_ST_BAD_FIELD, "record seq %" PRIu64 ": reserved field not zero",
 		       seq);
 	if (total_size > g->data_size - off)
@@ -221,15 +221,15 @@ enum rf_ring_status ring_check_record(const struct ring_geom *g, const unsigned 
 		       seq, type, payload_len, total_size, bad);
 
 	memcpy(trl, data + off + total_size - RF_RING_REC_TRL_SIZE, sizeof(trl));
-	tseq = get_le64(trl + RT_SEQ);
-	if (tseq != seq || get_le32(trl + RT_MAGIC) != TRL_MAGIC ||
-	    get_le32(trl + RT_RESERVED) != 0)
+	tseq = rf_get_le64(trl + RT_SEQ);
+	if (tseq != seq || rf_get_le32(trl + RT_MAGIC) != TRL_MAGIC ||
+	    rf_get_le32(trl + RT_RESERVED) != 0)
 		REFUSE(RF_RING_ST_TORN,
 		       "torn record seq %" PRIu64 " at pos %" PRIu64 ": trailer (seq %" PRIu64
 		       ", magic %08" PRIx32 ") does not match",
-		       seq, pos, tseq, get_le32(trl + RT_MAGIC));
+		       seq, pos, tseq, rf_get_le32(trl + RT_MAGIC));
 
-	crc = get_le32(hdr + RR_CRC);
+	crc = rf_get_le32(hdr + RR_CRC);
 	want_crc = ring_record_crc(hdr, data + off + RF_RING_REC_HDR_SIZE, payload_len);
 	if (crc != want_crc)
 		REFUSE(RF_RING_ST_BAD_CRC,
@@ -246,7 +246,7 @@ enum rf_ring_status ring_check_record(const struct ring_geom *g, const unsigned 
 		rec->length = length;
 		rec->payload_len = payload_len;
 		rec->payload = payload_len ? data + off + RF_RING_REC_HDR_SIZE : NULL;
-		rec->timestamp_ns = get_le64(hdr + RR_TIMESTAMP);
+		rec->timestamp_ns = rf_get_le64(hdr + RR_TIMESTAMP);
 		rec->seq = seq;
 		rec->pos = pos;
 		rec->total_size = total_size;
@@ -280,20 +280,20 @@ static void set_reason(char *reason, size_t reason_len, const char *fmt, ...)
 /* Validate one head slot; returns NULL or what is wrong with it. */
 static const char *check_slot(const unsigned char *s, char *buf, size_t len)
 {
-	uint32_t crc = get_le32(s + RS_CRC), want = rf_crc32c(0, s, RS_CRC);
+	uint32_t crc = rf_get_le32(s + RS_CRC), want = rf_crc32c(0, s, RS_CRC);
 
 	if (crc != want) {
 		snprintf(buf, len, "crc %08" PRIx32 " but the slot gives %08" PRIx32, crc, want);
 		return buf;
 	}
-	if (get_le32(s + RS_RESERVED) != 0)
+	if (rf_get_le32(s + RS_RESERVED) != 0)
 		return "reserved field not zero";
-	if (get_le64(s + RS_HEAD_POS) % RF_RING_ALIGN != 0) {
+	if (rf_get_le64(s + RS_HEAD_POS) % RF_RING_ALIGN != 0) {
 		snprintf(buf, len, "head_pos %" PRIu64 " not a multiple of %u",
-		         get_le64(s + RS_HEAD_POS), RF_RING_ALIGN);
+		         rf_get_le64(s + RS_HEAD_POS), RF_RING_ALIGN);
 		return buf;
 	}
-	if (get_le64(s + RS_HEAD_SEQ) == 0)
+	if (rf_get_le64(s + RS_HEAD_SEQ) == 0)
 		return "head_seq is zero";
 	return NULL;
 }
@@ -317,14 +317,14 @@ int ring_header_parse(const void *buf, size_t len, struct rf_ring_info *out, uin
 		set_reason(reason, reason_len, "magic: not a repfabric ring");
 		return -EBADMSG;
 	}
-	version = get_le32(h + RH_VERSION);
+	version = rf_get_le32(h + RH_VERSION);
 	if (version != RING_VERSION) {
 		set_reason(reason, reason_len,
 		           "version: %" PRIu32 " is not supported (expected %u)", version,
 		           RING_VERSION);
 		return -EPROTONOSUPPORT;
 	}
-	crc = get_le32(h + RH_CRC);
+	crc = rf_get_le32(h + RH_CRC);
 	want = rf_crc32c(0, h, RH_CRC);
 	if (crc != want) {
 		set_reason(reason, reason_len,
@@ -332,26 +332,26 @@ int ring_header_parse(const void *buf, size_t len, struct rf_ring_info *out, uin
 		           want);
 		return -EBADMSG;
 	}
-	if (get_le32(h + RH_HEADER_SIZE) != RF_RING_HEADER_SIZE) {
+	if (rf_get_le32(h + RH_HEADER_SIZE) != RF_RING_HEADER_SIZE) {
 		set_reason(reason, reason_len, "header_size: %" PRIu32 " (expected %u)",
-		           get_le32(h + RH_HEADER_SIZE), RF_RING_HEADER_SIZE);
+		           rf_get_le32(h + RH_HEADER_SIZE), RF_RING_HEADER_SIZE);
 		return -EBADMSG;
 	}
-	if (get_le32(h + RH_RECORD_ALIGN) != RF_RING_ALIGN) {
+	if (rf_get_le32(h + RH_RECORD_ALIGN) != RF_RING_ALIGN) {
 		set_reason(reason, reason_len, "record_align: %" PRIu32 " (expected %u)",
-		           get_le32(h + RH_RECORD_ALIGN), RF_RING_ALIGN);
+		           rf_get_le32(h + RH_RECORD_ALIGN), RF_RING_ALIGN);
 		return -EBADMSG;
 	}
-	if (get_le32(h + RH_FLAGS) != 0) {
+	if (rf_get_le32(h + RH_FLAGS) != 0) {
 		set_reason(reason, reason_len, "flags: unknown bits %08" PRIx32,
-		           get_le32(h + RH_FLAGS));
+		           rf_get_le32(h + RH_FLAGS));
 		return -EBADMSG;
 	}
-	if (get_le64(h + RH_RESERVED0) != 0 || get_le32(h + RH_RESERVED1) != 0) {
+	if (rf_get_le64(h + RH_RESERVED0) != 0 || rf_get_le32(h + RH_RESERVED1) != 0) {
 		set_reason(reason, reason_len, "reserved: header bytes 48..59 not zero");
 		return -EBADMSG;
 	}
-	data_size = get_le64(h + RH_DATA_SIZE);
+	data_size = rf_get_le64(h + RH_DATA_SIZE);
 	if (rf_ring_check_data_size(data_size) != 0) {
 		set_reason(reason, reason_len,
 		           "data_size: %" PRIu64 " (must be a multiple of %u in [%u, %llu])",
@@ -359,7 +359,7 @@ int ring_header_parse(const void *buf, size_t len, struct rf_ring_info *out, uin
 		           (unsigned long long)RF_RING_MAX_DATA_SIZE);
 		return -EBADMSG;
 	}
-	if (get_le64(h + RH_RING_ID) == 0) {
+	if (rf_get_le64(h + RH_RING_ID) == 0) {
 		set_reason(reason, reason_len, "ring_id: zero");
 		return -EBADMSG;
 	}
@@ -369,8 +369,8 @@ int ring_header_parse(const void *buf, size_t len, struct rf_ring_info *out, uin
 	for (int i = 0; i < 2; i++) {
 		if (bad[i])
 			continue;
-		if (best < 0 || get_le64(h + RH_SLOT0 + i * RH_SLOT_STRIDE + RS_COUNT) >
-		                    get_le64(h + RH_SLOT0 + best * RH_SLOT_STRIDE + RS_COUNT))
+		if (best < 0 || rf_get_le64(h + RH_SLOT0 + i * RH_SLOT_STRIDE + RS_COUNT) >
+		                    rf_get_le64(h + RH_SLOT0 + best * RH_SLOT_STRIDE + RS_COUNT))
 			best = i;
 	}
 	if (best < 0) {
@@ -386,12 +386,12 @@ int ring_header_parse(const void *buf, size_t len, struct rf_ring_info *out, uin
 	if (bad_slot)
 		*bad_slot = bad[best ^ 1] ? best ^ 1 : -1;
 
-	out->ring_id = get_le64(h + RH_RING_ID);
+	out->ring_id = rf_get_le64(h + RH_RING_ID);
 	out->data_size = data_size;
-	out->head_pos = get_le64(h + RH_SLOT0 + best * RH_SLOT_STRIDE + RS_HEAD_POS);
-	out->head_seq = get_le64(h + RH_SLOT0 + best * RH_SLOT_STRIDE + RS_HEAD_SEQ);
+	out->head_pos = rf_get_le64(h + RH_SLOT0 + best * RH_SLOT_STRIDE + RS_HEAD_POS);
+	out->head_seq = rf_get_le64(h + RH_SLOT0 + best * RH_SLOT_STRIDE + RS_HEAD_SEQ);
 	if (count)
-		*count = get_le64(h + RH_SLOT0 + best * RH_SLOT_STRIDE + RS_COUNT);
+		*count = rf_get_le64(h + RH_SLOT0 + best * RH_SLOT_STRIDE + RS_COUNT);
 	return 0;
 }
 
@@ -404,8 +404,8 @@ int rf_ring_header_parse(const void *buf, size_t len, struct rf_ring_info *out, 
 void ring_encode_slot(unsigned char *s, uint64_t head_pos, uint64_t head_seq, uint64_t count)
 {
 	memset(s, 0, RS_SIZE);
-	put_le64(s + RS_HEAD_POS, head_pos);
-	put_le64(s + RS_HEAD_SEQ, head_seq);
-	put_le64(s + RS_COUNT, count);
-	put_le32(s + RS_CRC, rf_crc32c(0, s, RS_CRC));
+	rf_put_le64(s + RS_HEAD_POS, head_pos);
+	rf_put_le64(s + RS_HEAD_SEQ, head_seq);
+	rf_put_le64(s + RS_COUNT, count);
+	rf_put_le32(s + RS_CRC, rf_crc32c(0, s, RS_CRC));
 }

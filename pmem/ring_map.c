@@ -118,14 +118,14 @@ static int format_header(struct rf_ring *r, uint64_t data_size)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	memset(h, 0, RF_RING_HEADER_SIZE);
-	put_le32(h + RH_VERSION, RING_VERSION);
-	put_le32(h + RH_HEADER_SIZE, RF_RING_HEADER_SIZE);
-	put_le64(h + RH_DATA_SIZE, data_size);
-	put_le32(h + RH_RECORD_ALIGN, RF_RING_ALIGN);
-	put_le64(h + RH_RING_ID, ring_id);
-	put_le64(h + RH_CREATE_NS, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+	rf_put_le32(h + RH_VERSION, RING_VERSION);
+	rf_put_le32(h + RH_HEADER_SIZE, RF_RING_HEADER_SIZE);
+	rf_put_le64(h + RH_DATA_SIZE, data_size);
+	rf_put_le32(h + RH_RECORD_ALIGN, RF_RING_ALIGN);
+	rf_put_le64(h + RH_RING_ID, ring_id);
+	rf_put_le64(h + RH_CREATE_NS, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
 	memcpy(h + RH_MAGIC, RING_MAGIC, RING_MAGIC_LEN);
-	put_le32(h + RH_CRC, rf_crc32c(0, h, RH_CRC));
+	rf_put_le32(h + RH_CRC, rf_crc32c(0, h, RH_CRC));
 	/* Sequences start at 1; both slots valid, slot 1 newer. */
 	ring_encode_slot(h + RH_SLOT0, 0, 1, 0);
 	ring_encode_slot(h + RH_SLOT1, 0, 1, 1);
