@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -157,6 +158,18 @@ uint64_t rfa_dirty_bytes(struct rf_agent_vol *v)
 	return n;
 }
 
+uint64_t rfa_resend_bytes(struct rf_agent_vol *v)
+{
+	uint64_t n, last = v->nchunks - 1;
+
+	pthread_mutex_lock(&v->lock);
+	n = v->resend_count * RF_AGENT_CHUNK_SIZE;
+	if (resend_test(v, last))
+		n -= v->nchunks * RF_AGENT_CHUNK_SIZE - v->size;
+	pthread_mutex_unlock(&v->lock);
+	return n;
+}
+
 /* A persist failed: flag the file so a restart recreates it, and report the
  * bitmap invalid from now on. */
 static void bitmap_failed(struct rf_agent_vol *v, int rc)
@@ -260,6 +273,20 @@ static bool hostport_ok(const char *s)
 	return colon[1] && *end == '\0' && port > 0 && port < 65536;
 }
 
+/* A random non-zero id for this agent's run (PROGRESS: the hub tells restarts apart). */
+static uint64_t random_instance(void)
+{
+	uint64_t v = 0;
+	struct timespec ts;
+
+	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v)) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		v = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 16);
+		v *= 0x9e3779b97f4a7c15ull;
+	}
+	return v ? v : 1;
+}
+
 int rf_agent_new(struct rf_agent **out, const char *hub, const char *agent_id,
                  const struct rf_agent_opts *opts)
 {
@@ -299,6 +326,7 @@ int rf_agent_new(struct rf_agent **out, const char *hub, const char *agent_id,
 		a->opts.stop_timeout_ms = DEF_STOP_TIMEOUT;
 	if (!a->opts.clear_period_ms)
 		a->opts.clear_period_ms = DEF_CLEAR_PERIOD;
+	a->instance = random_instance();
 	rc = -pthread_mutex_init(&a->lock, NULL);
 	if (rc)
 		goto out_free;
@@ -566,7 +594,8 @@ void rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, uint32_t len, cons
 	struct rf_agent *a = v->agent;
 	struct rfa_rec *r = NULL;
 	uint64_t first, last;
-	bool queued = false, wake = false, accepting;
+	bool queued = false, wake = false, accepting, congestion = false;
+	uint32_t congestions = 0;
 
 	if (len == 0)
 		return;
@@ -609,6 +638,14 @@ void rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, uint32_t len, cons
 				v->queued_bytes += r->charge;
 				v->queued++;
 				queued = true;
+			} else if (v->attached && !a->stopping && !a->congested) {
+				/* The hub falls behind: from here on the bitmap tracks
+				 * what does not fit, and the loop catches up later. */
+				a->congested = true;
+				a->congested_ms = rfa_now_ms();
+				a->congested_resent = a->resent_bytes;
+				congestions = ++a->congestions;
+				congestion = true;
 			}
 			pthread_mutex_unlock(&a->lock);
 		}
@@ -630,6 +667,11 @@ void rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, uint32_t len, cons
 	rfa_rl_unlock(&v->rl, off, len);
 	if (wake)
 		rfa_wake(a);
+	if (congestion)
+		RF_WARN("agent",
+		        "the write queue is full (%" PRIu64 " bytes): the hub is behind; writes "
+		        "are tracked in the dirty bitmap and resent later (congestion %u)",
+		        a->opts.queue_limit, congestions);
 }
 
 /* ---- status ------------------------------------------------------------ */
@@ -650,8 +692,10 @@ int rf_agent_vol_status(struct rf_agent_vol *v, struct rf_agent_vol_status *st)
 	st->queued = v->queued;
 	st->connected = a->connected;
 	st->attached = v->attached;
+	st->resent_bytes = v->resent_bytes;
 	pthread_mutex_unlock(&a->lock);
 	st->dirty_bytes = rfa_dirty_bytes(v);
+	st->resend_bytes = rfa_resend_bytes(v);
 	return 0;
 }
 
@@ -671,6 +715,8 @@ int rf_agent_status(struct rf_agent *a, struct rf_agent_status *st)
 	st->sync_reads = a->sync_reads;
 	st->resent_bytes = a->resent_bytes;
 	st->overflow_writes = a->overflow_writes;
+	st->congestions = a->congestions;
+	st->congested = a->congested;
 	pthread_mutex_unlock(&a->lock);
 	st->nvols = atomic_load(&a->nvols);
 	return 0;

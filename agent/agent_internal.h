@@ -98,12 +98,19 @@ struct rf_agent_vol {
 	uint64_t synced_bytes;
 	uint64_t queued_bytes;
 	uint32_t queued;
+	uint64_t resent_bytes; /* read back and posted by the agent's own resend */
 
 	/* Loop-private. */
 	bool trusted;         /* report bitmap_valid: valid at open, or the hub said protected */
 	bool reported;        /* VOLUME_REPORT sent in this control session */
 	uint64_t report_req;  /* its request id */
 	uint64_t resend_next; /* where the resend scan continues */
+	uint64_t resync_rate; /* bytes/s for resends, from VOLUME_OK; 0 = unlimited */
+	double rs_tokens;     /* resend pacing bucket, bytes (may owe one run) */
+	int64_t rs_refill_ms;
+	bool rs_active;      /* a resync (resend set not empty) is under way */
+	int64_t rs_start_ms; /* when it began */
+	uint64_t rs_base;    /* resent_bytes when it began */
 };
 
 /* Loop-private state of the control and data connections. */
@@ -131,6 +138,7 @@ struct rfa_conn {
 	bool fab_dead;                  /* the data connection failed: tear down */
 	bool space_wait;                /* the ring is full: wait for a POSITION */
 	int64_t resend_retry_ms;        /* a local read failed: resend again after this */
+	int64_t resend_wake_ms;         /* resync_rate: a paced volume may go on at this time */
 	unsigned resend_rr;             /* volume the resend starts with */
 	bool reap;                      /* posts since the last rf_fab_poll */
 	struct rfa_post *phead, *ptail; /* posted pieces, sequence order */
@@ -162,6 +170,11 @@ struct rf_agent {
 	uint64_t next_seq, durable_seq;
 	uint64_t reconnects, records, record_bytes, sync_reads, resent_bytes, overflow_writes;
 	unsigned attaches;
+	uint64_t instance;         /* random at rf_agent_new, never 0: PROGRESS tells restarts */
+	uint32_t congestions;      /* times the queue overflowed into bitmap tracking */
+	bool congested;            /* since then not every overflowed write was resent */
+	int64_t congested_ms;      /* when the current congestion began */
+	uint64_t congested_resent; /* resent_bytes then */
 
 	bool started;
 	pthread_t thread;
@@ -192,6 +205,8 @@ bool rfa_resend_find(struct rf_agent_vol *v, uint64_t *cursor, uint64_t max, uin
                      uint64_t *last);
 /* Bytes of chunks that are pending (refs or resend), clamped to the size. */
 uint64_t rfa_dirty_bytes(struct rf_agent_vol *v);
+/* Bytes of chunks marked for a resend (only in the bitmap), clamped to the size. */
+uint64_t rfa_resend_bytes(struct rf_agent_vol *v);
 /* Clear the bitmap bits of chunks that are no longer pending and were not
  * written since the previous pass (@final: whatever is not pending), then
  * persist (@final: MS_SYNC, else MS_ASYNC). Returns the bits cleared. */

@@ -535,6 +535,33 @@ out_unlock:
 }
 
 /*
+ * resync_rate: may @v resend now? A token bucket per volume (refilled at
+ * the rate, holding at most a fifth of a second's worth or one run, and
+ * owing at most one run). When it is empty, c->resend_wake_ms says when
+ * to look again.
+ */
+static bool resend_paced(struct rf_agent *a, struct rf_agent_vol *v, int64_t now)
+{
+	struct rfa_conn *c = &a->c;
+	double rate = (double)v->resync_rate, cap;
+	int64_t wake;
+
+	if (!v->resync_rate)
+		return true;
+	cap = rate / 5 > (double)RF_CTL_MAX_DATA ? rate / 5 : (double)RF_CTL_MAX_DATA;
+	v->rs_tokens += rate * (double)(now - v->rs_refill_ms) / 1000.0;
+	if (v->rs_tokens > cap)
+		v->rs_tokens = cap;
+	v->rs_refill_ms = now;
+	if (v->rs_tokens > 0)
+		return true;
+	wake = now + (int64_t)(-v->rs_tokens * 1000.0 / rate) + 1;
+	if (!c->resend_wake_ms || wake < c->resend_wake_ms)
+		c->resend_wake_ms = wake;
+	return false;
+}
+
+/*
  * Resend dirty chunks of attached volumes, at most RESEND_BUDGET bytes.
  * Returns true when it stopped on the budget with more to do.
  */
@@ -544,6 +571,7 @@ static bool resend_some(struct rf_agent *a)
 	unsigned n = atomic_load(&a->nvols);
 	uint64_t budget = RESEND_BUDGET;
 
+	c->resend_wake_ms = 0;
 	if (c->space_wait || rfa_now_ms() < c->resend_retry_ms)
 		return false;
 	for (unsigned k = 0; k < n; k++) {
@@ -556,6 +584,8 @@ static bool resend_some(struct rf_agent *a)
 			int rc;
 
 			if (!rfa_resend_find(v, &cursor, RESEND_RUN_CHUNKS, &f, &l))
+				break;
+			if (!resend_paced(a, v, rfa_now_ms()))
 				break;
 			off = f * RF_AGENT_CHUNK_SIZE;
 			len = (l + 1) * RF_AGENT_CHUNK_SIZE;
@@ -570,8 +600,11 @@ static bool resend_some(struct rf_agent *a)
 			}
 			v->resend_next = cursor;
 			budget = budget > len ? budget - len : 0;
+			if (v->resync_rate)
+				v->rs_tokens -= (double)len;
 			pthread_mutex_lock(&a->lock);
 			a->resent_bytes += len;
+			v->resent_bytes += len;
 			pthread_mutex_unlock(&a->lock);
 		}
 		if (!budget) {
@@ -1025,6 +1058,7 @@ static void on_frame(struct rf_agent *a, const struct rf_ctl_hdr *h, const uint8
 		return;
 	case RF_CTL_VOLUME_OK: {
 		struct rf_ctl_volume_ok m;
+		char pace[64] = "unpaced";
 
 		v = vol_by_report(a, h->req_id);
 		if (!v || rf_ctl_dec_volume_ok(p, h->len, &m, &why) || m.vol_id != v->vol_id) {
@@ -1039,13 +1073,21 @@ static void on_frame(struct rf_agent *a, const struct rf_ctl_hdr *h, const uint8
 		v->attached = c->fab != NULL;
 		v->state = m.state;
 		pthread_mutex_unlock(&a->lock);
-		if (m.state == RF_VOL_PROTECTED)
-			v->trusted = true;
-		RF_INFO("agent", "volume %s accepted by the hub: %s, sync %s", v->name,
+		if (m.state == RF_VOL_PROTECTED || m.state == RF_VOL_RESYNCING)
+			v->trusted = true; /* the hub has a full copy */
+		if (m.resync_rate != v->resync_rate) {
+			v->resync_rate = m.resync_rate;
+			v->rs_tokens = (double)RF_CTL_MAX_DATA;
+			v->rs_refill_ms = rfa_now_ms();
+		}
+		if (m.resync_rate)
+			snprintf(pace, sizeof(pace), "at most %" PRIu64 " bytes/s", m.resync_rate);
+		RF_INFO("agent", "volume %s accepted by the hub: %s, sync %s, resends %s", v->name,
 		        rf_vol_state_name(m.state),
 		        m.sync == RF_SYNC_FULL    ? "full"
 		        : m.sync == RF_SYNC_DIRTY ? "dirty regions"
-		                                  : "none");
+		                                  : "none",
+		        pace);
 		return;
 	}
 	case RF_CTL_ERROR: {
@@ -1091,7 +1133,7 @@ static void on_frame(struct rf_agent *a, const struct rf_ctl_hdr *h, const uint8
 		v->state = m.state;
 		v->synced_bytes = m.synced_bytes;
 		pthread_mutex_unlock(&a->lock);
-		if (m.state == RF_VOL_PROTECTED)
+		if (m.state == RF_VOL_PROTECTED || m.state == RF_VOL_RESYNCING)
 			v->trusted = true; /* the hub has a full copy: the bitmap now counts */
 		if (old != m.state)
 			RF_INFO("agent", "volume %s: %s", v->name, rf_vol_state_name(m.state));
@@ -1168,6 +1210,50 @@ static bool posts_pending(const struct rfa_conn *c)
 	return false;
 }
 
+/*
+ * Resync bookkeeping for the log, from the resend bytes of @v (attached):
+ * a resync begins when chunks wait to be read back and ends when none do.
+ */
+static void resync_track(struct rf_agent_vol *v, uint64_t resend, uint64_t resent, int64_t now)
+{
+	if (resend && !v->rs_active) {
+		v->rs_active = true;
+		v->rs_start_ms = now;
+		v->rs_base = resent;
+		RF_INFO("agent", "volume %s: resync: %" PRIu64 " bytes of dirty regions to resend",
+		        v->name, resend);
+	} else if (!resend && v->rs_active) {
+		v->rs_active = false;
+		RF_INFO("agent",
+		        "volume %s: resync done: %" PRIu64 " bytes resent in %" PRId64 " ms",
+		        v->name, resent - v->rs_base, now - v->rs_start_ms);
+	}
+}
+
+/* The congestion is over once nothing that overflowed waits for a resend. */
+static void congestion_track(struct rf_agent *a, uint64_t resend_total, int64_t now)
+{
+	uint64_t resent = 0;
+	int64_t since = 0;
+	uint32_t nth = 0;
+	bool over = false;
+
+	pthread_mutex_lock(&a->lock);
+	if (a->congested && resend_total == 0) {
+		a->congested = false;
+		over = true;
+		resent = a->resent_bytes - a->congested_resent;
+		since = a->congested_ms;
+		nth = a->congestions;
+	}
+	pthread_mutex_unlock(&a->lock);
+	if (over)
+		RF_INFO("agent",
+		        "caught up after congestion %u: %" PRIu64 " bytes resent, %" PRId64
+		        " ms after the queue overflowed",
+		        nth, resent, now - since);
+}
+
 /* Build and send PROGRESS when due (see the spec: changed, at most every
  * 100 ms; at least every second). */
 static void progress(struct rf_agent *a, bool force)
@@ -1176,6 +1262,7 @@ static void progress(struct rf_agent *a, bool force)
 	struct rf_ctl_progress m;
 	unsigned n = atomic_load(&a->nvols);
 	int64_t now = rfa_now_ms(), since = now - c->last_progress_ms;
+	uint64_t resend_total = 0;
 	uint8_t *buf;
 	size_t cap;
 	bool changed;
@@ -1184,23 +1271,39 @@ static void progress(struct rf_agent *a, bool force)
 		return;
 	memset(&m, 0, sizeof(m));
 	m.next_seq = rf_ring_producer_next_seq(c->rp);
+	m.instance = a->instance;
 	pthread_mutex_lock(&a->lock);
 	m.queued = a->q_count;
+	m.congestions = a->congestions;
 	for (unsigned i = 0; i < n; i++) {
 		if (!a->vols[i]->ok)
 			continue;
-		m.vols[m.nvols++].vol_id = a->vols[i]->vol_id;
+		m.vols[m.nvols].vol_id = a->vols[i]->vol_id;
+		m.vols[m.nvols++].resent_bytes = a->vols[i]->resent_bytes;
 	}
 	pthread_mutex_unlock(&a->lock);
-	for (unsigned i = 0; i < m.nvols; i++)
-		m.vols[i].dirty_bytes = rfa_dirty_bytes(vol_by_id(a, m.vols[i].vol_id));
+	for (unsigned i = 0; i < m.nvols; i++) {
+		struct rf_agent_vol *v = vol_by_id(a, m.vols[i].vol_id);
+
+		m.vols[i].dirty_bytes = rfa_dirty_bytes(v);
+		m.vols[i].resend_bytes = rfa_resend_bytes(v);
+		resend_total += m.vols[i].resend_bytes;
+		resync_track(v, m.vols[i].resend_bytes, m.vols[i].resent_bytes, now);
+	}
+	if (m.nvols)
+		congestion_track(a, resend_total, now);
+	pthread_mutex_lock(&a->lock);
+	m.flags = a->congested ? RF_PROGRESS_CONGESTED : 0;
+	pthread_mutex_unlock(&a->lock);
 	changed = !c->progress_sent || m.next_seq != c->last_progress.next_seq ||
 	          m.queued != c->last_progress.queued || m.nvols != c->last_progress.nvols ||
+	          m.congestions != c->last_progress.congestions ||
+	          m.flags != c->last_progress.flags ||
 	          memcmp(m.vols, c->last_progress.vols, m.nvols * sizeof(m.vols[0])) != 0;
 	c->progress_changed = changed;
 	if (!force && !(changed && since >= PROGRESS_MIN_MS) && since < PROGRESS_MAX_MS)
 		return;
-	cap = 16 + (size_t)m.nvols * 12;
+	cap = 14 + (size_t)m.nvols * 12 + 13 + (size_t)m.nvols * 16;
 	buf = malloc(cap);
 	if (!buf)
 		return;
@@ -1258,6 +1361,8 @@ static int64_t timers(struct rf_agent *a, bool stopping)
 		progress(a, false);
 		next = min64(next, c->last_progress_ms +
 		                       (c->progress_changed ? PROGRESS_MIN_MS : PROGRESS_MAX_MS));
+		if (c->resend_wake_ms)
+			next = min64(next, c->resend_wake_ms);
 	}
 	return next;
 }
@@ -1381,9 +1486,10 @@ void *rfa_loop_main(void *arg)
 	RF_INFO("agent",
 	        "%s: stopped: %" PRIu64 " records (%" PRIu64 " bytes) posted, %" PRIu64
 	        " sync reads, %" PRIu64 " bytes resent, %" PRIu64
-	        " writes left to the bitmap (queue full or detached), %" PRIu64 " reconnects",
+	        " writes left to the bitmap (queue full or detached), %u congestions, %" PRIu64
+	        " reconnects",
 	        a->id, a->records, a->record_bytes, a->sync_reads, a->resent_bytes,
-	        a->overflow_writes, a->reconnects);
+	        a->overflow_writes, a->congestions, a->reconnects);
 	pthread_mutex_unlock(&a->lock);
 	return NULL;
 }

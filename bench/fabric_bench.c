@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
@@ -554,15 +555,22 @@ static pid_t hub_spawn(const struct opts *o, const char *ring, const char *resul
 {
 	char rsize[32], line[64] = "";
 	int pfd[2];
-	pid_t pid;
+	pid_t pid, parent;
 	FILE *f;
 
 	snprintf(rsize, sizeof(rsize), "%" PRIu64, o->ring_size);
 	if (pipe(pfd))
 		return -1;
+	parent = getpid();
 	pid = fork();
 	if (pid == 0) {
 		int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		/* the hub leaves with its producer, also when the producer is
+		 * killed (e.g. by timeout(1) in scripts/bench.sh) */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			_exit(1);
 
 		dup2(pfd[1], 1);
 		if (logfd >= 0)

@@ -296,6 +296,7 @@ int rf_ctl_enc_volume_ok(uint8_t *buf, size_t cap, const struct rf_ctl_volume_ok
 	w_le(&w, m->vol_id, 4);
 	w_le(&w, m->state, 1);
 	w_le(&w, m->sync, 1);
+	w_le(&w, m->resync_rate, 8);
 	return w_done(&w);
 }
 
@@ -306,6 +307,8 @@ int rf_ctl_dec_volume_ok(const uint8_t *p, size_t len, struct rf_ctl_volume_ok *
 	m->vol_id = (uint32_t)r_le(&r, 4);
 	m->state = (uint8_t)r_le(&r, 1);
 	m->sync = (uint8_t)r_le(&r, 1);
+	/* The appended resync_rate is all there or not at all. */
+	m->resync_rate = r.off < r.len ? r_le(&r, 8) : 0;
 	if (!r.why && (m->state > RF_VOL_DISCONNECTED || m->sync > RF_SYNC_DIRTY))
 		r.why = "unknown volume state or sync mode";
 	return r_done(&r, why);
@@ -373,6 +376,17 @@ int rf_ctl_enc_progress(uint8_t *buf, size_t cap, const struct rf_ctl_progress *
 		w_le(&w, m->vols[i].vol_id, 4);
 		w_le(&w, m->vols[i].dirty_bytes, 8);
 	}
+	if (m->instance == 0)
+		return w_done(&w); /* the short form */
+	if (m->flags & ~RF_PROGRESS_CONGESTED)
+		return -EINVAL;
+	w_le(&w, m->instance, 8);
+	w_le(&w, m->congestions, 4);
+	w_le(&w, m->flags, 1);
+	for (unsigned i = 0; i < m->nvols; i++) {
+		w_le(&w, m->vols[i].resend_bytes, 8);
+		w_le(&w, m->vols[i].resent_bytes, 8);
+	}
 	return w_done(&w);
 }
 
@@ -388,6 +402,24 @@ int rf_ctl_dec_progress(const uint8_t *p, size_t len, struct rf_ctl_progress *m,
 	for (unsigned i = 0; !r.why && i < m->nvols; i++) {
 		m->vols[i].vol_id = (uint32_t)r_le(&r, 4);
 		m->vols[i].dirty_bytes = r_le(&r, 8);
+		m->vols[i].resend_bytes = m->vols[i].resent_bytes = 0;
+	}
+	m->instance = 0;
+	m->congestions = 0;
+	m->flags = 0;
+	/* The resync tail: all of it or none of it. */
+	if (r.why || r.off == r.len)
+		return r_done(&r, why);
+	m->instance = r_le(&r, 8);
+	m->congestions = (uint32_t)r_le(&r, 4);
+	m->flags = (uint8_t)r_le(&r, 1);
+	if (!r.why && m->instance == 0)
+		r.why = "progress instance is 0";
+	else if (!r.why && (m->flags & ~RF_PROGRESS_CONGESTED))
+		r.why = "unknown progress flags";
+	for (unsigned i = 0; !r.why && i < m->nvols; i++) {
+		m->vols[i].resend_bytes = r_le(&r, 8);
+		m->vols[i].resent_bytes = r_le(&r, 8);
 	}
 	return r_done(&r, why);
 }
@@ -412,6 +444,193 @@ int rf_ctl_dec_volume_state(const uint8_t *p, size_t len, struct rf_ctl_volume_s
 	m->synced_bytes = r_le(&r, 8);
 	if (!r.why && m->state > RF_VOL_DISCONNECTED)
 		r.why = "unknown volume state";
+	return r_done(&r, why);
+}
+
+/* ---- redirected IO and administration ---------------------------------- */
+
+static void r_name(struct rbuf *r, char *out)
+{
+	r_str(r, out, RF_CTL_MAX_NAME);
+	if (!r->why && !rf_ctl_name_ok(out))
+		r->why = "not a valid volume name";
+}
+
+static int enc_name(uint8_t *buf, size_t cap, const char *name)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	if (!rf_ctl_name_ok(name))
+		return -EINVAL;
+	w_str(&w, name, RF_CTL_MAX_NAME);
+	return w_done(&w);
+}
+
+int rf_ctl_enc_io_open(uint8_t *buf, size_t cap, const struct rf_ctl_io_open *m)
+{
+	return enc_name(buf, cap, m->name);
+}
+
+int rf_ctl_dec_io_open(const uint8_t *p, size_t len, struct rf_ctl_io_open *m, const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	r_name(&r, m->name);
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_io_open_ok(uint8_t *buf, size_t cap, const struct rf_ctl_io_open_ok *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	w_le(&w, m->handle, 4);
+	w_le(&w, m->size, 8);
+	w_le(&w, m->seq, 8);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_io_open_ok(const uint8_t *p, size_t len, struct rf_ctl_io_open_ok *m,
+                          const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	m->handle = (uint32_t)r_le(&r, 4);
+	m->size = r_le(&r, 8);
+	m->seq = r_le(&r, 8);
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_io_req(uint8_t *buf, size_t cap, const struct rf_ctl_io_req *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	w_le(&w, m->handle, 4);
+	w_le(&w, m->offset, 8);
+	w_le(&w, m->length, 4);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_io_req(const uint8_t *p, size_t len, uint16_t type, struct rf_ctl_io_req *m,
+                      const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	m->handle = (uint32_t)r_le(&r, 4);
+	m->offset = r_le(&r, 8);
+	m->length = (uint32_t)r_le(&r, 4);
+	m->data = NULL;
+	if (r.why)
+		return r_done(&r, why);
+	if (type == RF_CTL_IO_FLUSH) {
+		if (m->offset || m->length)
+			r.why = "IO_FLUSH with an offset or a length";
+	} else if (type == RF_CTL_IO_READ || type == RF_CTL_IO_WRITE) {
+		if (m->length == 0 || m->length > RF_CTL_MAX_DATA)
+			r.why = "IO length outside 1..1 MiB";
+		else if (m->offset > UINT64_MAX - m->length)
+			r.why = "IO range overflows";
+		else if (type == RF_CTL_IO_WRITE)
+			m->data = r_take(&r, m->length);
+	} else {
+		r.why = "not an IO request type";
+	}
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_points(uint8_t *buf, size_t cap, const struct rf_ctl_points *m)
+{
+	return enc_name(buf, cap, m->name);
+}
+
+int rf_ctl_dec_points(const uint8_t *p, size_t len, struct rf_ctl_points *m, const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	r_name(&r, m->name);
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_points_ok(uint8_t *buf, size_t cap, const struct rf_ctl_points_ok *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	w_le(&w, m->flags, 4);
+	w_le(&w, m->oldest_seq, 8);
+	w_le(&w, m->newest_seq, 8);
+	w_le(&w, (uint64_t)m->oldest_time_ms, 8);
+	w_le(&w, (uint64_t)m->newest_time_ms, 8);
+	w_le(&w, m->entries, 8);
+	w_le(&w, m->bytes, 8);
+	w_le(&w, m->retain_ms, 8);
+	w_le(&w, m->retain_bytes, 8);
+	w_le(&w, m->test_seq, 8);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_points_ok(const uint8_t *p, size_t len, struct rf_ctl_points_ok *m, const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	m->flags = (uint32_t)r_le(&r, 4);
+	m->oldest_seq = r_le(&r, 8);
+	m->newest_seq = r_le(&r, 8);
+	m->oldest_time_ms = (int64_t)r_le(&r, 8);
+	m->newest_time_ms = (int64_t)r_le(&r, 8);
+	m->entries = r_le(&r, 8);
+	m->bytes = r_le(&r, 8);
+	m->retain_ms = r_le(&r, 8);
+	m->retain_bytes = r_le(&r, 8);
+	m->test_seq = r_le(&r, 8);
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_admin(uint8_t *buf, size_t cap, const struct rf_ctl_admin *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	if (!rf_ctl_name_ok(m->name))
+		return -EINVAL;
+	w_le(&w, m->op, 1);
+	w_le(&w, m->at, 1);
+	w_le(&w, m->force, 1);
+	w_le(&w, m->value, 8);
+	w_str(&w, m->name, RF_CTL_MAX_NAME);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_admin(const uint8_t *p, size_t len, struct rf_ctl_admin *m, const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	m->op = (uint8_t)r_le(&r, 1);
+	m->at = (uint8_t)r_le(&r, 1);
+	m->force = (uint8_t)r_le(&r, 1);
+	m->value = r_le(&r, 8);
+	r_name(&r, m->name);
+	if (!r.why && (m->op < RF_ADMIN_TEST_START || m->op > RF_ADMIN_FAILOVER))
+		r.why = "unknown administration operation";
+	else if (!r.why && (m->at > RF_AT_SEQ || m->force > 1))
+		r.why = "unknown point kind or force flag";
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_admin_ok(uint8_t *buf, size_t cap, const struct rf_ctl_admin_ok *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	w_le(&w, m->seq, 8);
+	w_le(&w, (uint64_t)m->time_ms, 8);
+	w_str(&w, m->text, RF_CTL_MAX_TEXT);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_admin_ok(const uint8_t *p, size_t len, struct rf_ctl_admin_ok *m, const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+
+	m->seq = r_le(&r, 8);
+	m->time_ms = (int64_t)r_le(&r, 8);
+	r_str(&r, m->text, RF_CTL_MAX_TEXT);
 	return r_done(&r, why);
 }
 

@@ -58,10 +58,14 @@ static int set_ring_dir(const struct cfg_key *k, const char *val, void *dst, cha
 static int set_image(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen);
 static int set_size(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen);
 static int set_level(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen);
+static int set_duration(const struct cfg_key *k, const char *val, void *dst, char *why,
+                        size_t whylen);
 
 #define HUB_STR(f) offsetof(struct hub_config, f), sizeof(((struct hub_config *)0)->f)
 #define HUB_NUM(f) offsetof(struct hub_config, f), 0
 #define VOL_STR(f) offsetof(struct hub_vol_config, f), sizeof(((struct hub_vol_config *)0)->f)
+#define VOL_NUM(f) offsetof(struct hub_vol_config, f), 0
+#define DAY_MS     (86400ull * 1000)
 
 /* The table. Keep docs/CONFIG.md in step with it. */
 static const struct cfg_key keys[] = {
@@ -72,12 +76,15 @@ static const struct cfg_key keys[] = {
     {"ring_size", SEC_HUB, "64M", SIZE_1M, RF_RING_MAX_DATA_SIZE, RF_RING_ALIGN, HUB_NUM(ring_size),
      set_size},
     {"sync_rate", SEC_HUB, "0", 0, SIZE_1T, 1, HUB_NUM(sync_rate), set_size},
+    {"resync_rate", SEC_HUB, "0", 0, SIZE_1T, 1, HUB_NUM(resync_rate), set_size},
     {"log_level", SEC_HUB, "info", 0, 0, 0, HUB_NUM(log_level), set_level},
     {"recovery", SEC_VOLUME, NULL, 0, 0, 0, VOL_STR(recovery), set_image},
+    {"journal_time", SEC_VOLUME, "0", 0, 365 * DAY_MS, 0, VOL_NUM(journal_time_ms), set_duration},
+    {"journal_size", SEC_VOLUME, "1G", SIZE_1M, SIZE_1T, 1, VOL_NUM(journal_size), set_size},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
-_Static_assert(NKEYS <= 8, "seen_line[] in config.h holds 8 keys");
+_Static_assert(NKEYS <= 16, "seen_line[] in config.h holds 16 keys");
 
 /* ---- messages ---------------------------------------------------------- */
 
@@ -429,6 +436,45 @@ static int set_level(const struct cfg_key *k, const char *val, void *dst, char *
 	}
 	*(enum rf_log_level *)((char *)dst + k->off) = lvl;
 	return 0;
+}
+
+/* "0", or digits with ms, s, m, h or d (no suffix: seconds); stored as ms. */
+static int set_duration(const struct cfg_key *k, const char *val, void *dst, char *why,
+                        size_t whylen)
+{
+	uint64_t v = 0, mult = 1000;
+	const char *p = val;
+
+	if (*p < '0' || *p > '9')
+		goto bad;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (v > (UINT64_MAX / 1000 - (uint64_t)(*p - '0')) / 10)
+			goto big;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	if (strcmp(p, "ms") == 0)
+		mult = 1;
+	else if (strcmp(p, "s") == 0 || *p == '\0')
+		mult = 1000;
+	else if (strcmp(p, "m") == 0)
+		mult = 60 * 1000;
+	else if (strcmp(p, "h") == 0)
+		mult = 3600 * 1000;
+	else if (strcmp(p, "d") == 0)
+		mult = DAY_MS;
+	else
+		goto bad;
+	if (v > k->max / mult)
+		goto big;
+	*(uint64_t *)((char *)dst + k->off) = v * mult;
+	return 0;
+big:
+	snprintf(why, whylen, "'%s' is out of bounds (0..%llu days)", val,
+	         (unsigned long long)(k->max / DAY_MS));
+	return -EINVAL;
+bad:
+	snprintf(why, whylen, "'%s' is not a duration (digits with ms, s, m, h or d)", val);
+	return -EINVAL;
 }
 
 /* ---- the parse ---------------------------------------------------------- */

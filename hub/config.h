@@ -17,10 +17,12 @@
 
 struct hub_vol_config {
 	char name[RF_CTL_MAX_NAME + 1];
-	char recovery[PATH_MAX]; /* the recovery image (absolute path) */
-	int line;                /* line of the [volume NAME] header */
-	unsigned seen;           /* bit per table key: set in the file */
-	int seen_line[8];
+	char recovery[PATH_MAX];  /* the recovery image (absolute path) */
+	uint64_t journal_time_ms; /* retention window; 0 = no journal */
+	uint64_t journal_size;    /* retention bytes */
+	int line;                 /* line of the [volume NAME] header */
+	unsigned seen;            /* bit per table key: set in the file */
+	int seen_line[16];
 };
 
 struct hub_config {
@@ -31,6 +33,7 @@ struct hub_config {
 	char ring_dir[PATH_MAX]; /* "" = state_dir/rings */
 	uint64_t ring_size;      /* data area bytes of each agent's ring */
 	uint64_t sync_rate;      /* bytes per second per volume, 0 = unlimited */
+	uint64_t resync_rate;    /* the agent's resends, bytes/s per volume, 0 = unlimited */
 	enum rf_log_level log_level;
 
 	struct hub_vol_config *vols;
@@ -38,7 +41,7 @@ struct hub_config {
 
 	int hub_line; /* line of the [hub] header, 0 when absent */
 	unsigned hub_seen;
-	int hub_seen_line[8];
+	int hub_seen_line[16];
 
 	char **errors; /* one message per problem */
 	size_t nerrors;

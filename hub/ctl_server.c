@@ -379,11 +379,28 @@ static void dispatch(struct ctl_conn *c)
 	case RF_CTL_ERROR:
 		on_error(c, req, p, len);
 		break;
+	case RF_CTL_POINTS:
+		pit_points(c, req, p, len);
+		break;
+	case RF_CTL_ADMIN:
+		pit_admin(c, req, p, len);
+		break;
+	case RF_CTL_IO_OPEN:
+	case RF_CTL_IO_READ:
+	case RF_CTL_IO_WRITE:
+	case RF_CTL_IO_FLUSH:
+		testview_io(c, c->h.type, req, p, len);
+		break;
 	case RF_CTL_HELLO_OK:
 	case RF_CTL_VOLUME_OK:
 	case RF_CTL_SYNC_READ:
 	case RF_CTL_STATUS_OK:
 	case RF_CTL_VOLUME_STATE:
+	case RF_CTL_IO_OPEN_OK:
+	case RF_CTL_IO_DATA:
+	case RF_CTL_IO_DONE:
+	case RF_CTL_POINTS_OK:
+	case RF_CTL_ADMIN_OK:
 		ctl_send_error(c, req, EOPNOTSUPP,
 		               "message type %u (%s) is sent by the hub, not to it", c->h.type,
 		               type_name(c->h.type));

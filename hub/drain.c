@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Drain: apply the records of an agent's ring to the recovery images.
+ * Drain: apply the records of an agent's ring to the recovery images, or
+ * append them to the volumes' journals (pit.c) that apply them later.
  *
  * A batch peeks and applies records in sequence order, advancing the
  * in-memory head; then every touched image is fdatasync'ed, the head is
@@ -24,90 +25,7 @@
 #include "hub.h"
 #include "repfabric/log.h"
 
-#define SUBSYS   "drain"
-#define ZERO_BUF (1u << 20)
-
-static uint8_t zeros[ZERO_BUF];
-
-static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-	const uint8_t *p = buf;
-
-	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
-static int write_zeros(int fd, uint64_t off, uint64_t len)
-{
-	while (len > 0) {
-		size_t n = len < ZERO_BUF ? (size_t)len : ZERO_BUF;
-		int rc = pwrite_all(fd, zeros, n, off);
-
-		if (rc)
-			return rc;
-		off += n;
-		len -= n;
-	}
-	return 0;
-}
-
-static bool fallocate_unsupported(int err)
-{
-	return err == EOPNOTSUPP || err == ENOSYS || err == EINVAL || err == ENODEV;
-}
-
-/* The range reads as zeroes afterwards, whatever the file system supports. */
-static int zero_range(int fd, uint64_t off, uint64_t len)
-{
-	if (fallocate(fd, FALLOC_FL_ZERO_RANGE, (off_t)off, (off_t)len) == 0)
-		return 0;
-	if (!fallocate_unsupported(errno))
-		return -errno;
-	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
-		return 0;
-	if (!fallocate_unsupported(errno))
-		return -errno;
-	return write_zeros(fd, off, len);
-}
-
-static int trim_range(int fd, uint64_t off, uint64_t len)
-{
-	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
-		return 0;
-	if (!fallocate_unsupported(errno))
-		return -errno;
-	return zero_range(fd, off, len);
-}
-
-static int apply(struct volume *v, const struct rf_ring_record *r)
-{
-	if (r->length == 0)
-		return 0;
-	switch (r->type) {
-	case RF_RING_REC_DATA:
-		return pwrite_all(v->fd, r->payload, r->payload_len, r->offset);
-	case RF_RING_REC_ZERO:
-		return zero_range(v->fd, r->offset, r->length);
-	case RF_RING_REC_TRIM:
-		return trim_range(v->fd, r->offset, r->length);
-	default:
-		return -EINVAL;
-	}
-}
-
+#define SUBSYS "drain"
 /* Is @r something we may apply? Fills @vout, or @why. */
 static int check_record(struct agent *a, const struct rf_ring_record *r, struct volume **vout,
                         char *why, size_t whylen)
@@ -127,6 +45,12 @@ static int check_record(struct agent *a, const struct rf_ring_record *r, struct 
 		return -EINVAL;
 	}
 	v = volume_by_vol_id(a, r->volume_id, live);
+	if (!v) {
+		/* A volume failed over away from this agent: dropped by pit_record. */
+		v = volume_by_vol_id(a, r->volume_id, false);
+		if (v && !v->failed_over)
+			v = NULL;
+	}
 	if (!v) {
 		snprintf(why, whylen, "vol_id %u is not a volume this agent %s", r->volume_id,
 		         live ? "reported in its session" : "owns");
@@ -164,13 +88,13 @@ static int commit(struct agent *a)
 
 		if (!v->touched || v->fd < 0)
 			continue;
-		if (fdatasync(v->fd)) {
-			rc = -errno;
-			agent_set_error(a, "fdatasync of %s failed: %s", v->cfg->recovery,
-			                strerror(-rc));
+		rc = pit_commit(v);
+		if (rc) {
+			agent_set_error(a, "fdatasync of %s (or its journal) failed: %s",
+			                v->cfg->recovery, strerror(-rc));
 			RF_ERR(SUBSYS,
-			       "volume %s: fdatasync of %s failed: %s; the ring head is not "
-			       "advanced, retrying",
+			       "volume %s: fdatasync of %s (or its journal) failed: %s; the ring "
+			       "head is not advanced, retrying",
 			       v->cfg->name, v->cfg->recovery, strerror(-rc));
 			return rc;
 		}
@@ -248,7 +172,7 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 		if (v->fd < 0) {
 			rc = -EBADF;
 		} else {
-			rc = apply(v, &r);
+			rc = pit_record(v, &r); /* the journal, or the image */
 		}
 		if (rc) {
 			agent_set_error(a, "cannot apply record seq %" PRIu64 " to %s: %s", r.seq,

@@ -257,6 +257,7 @@ int hub_run(struct hub *h)
 			ctl_tick(h, now);
 			session_tick(h, now);
 			sync_tick(h, now);
+			pit_tick(h, now);
 		}
 		sync_pump(h, now);
 		ctl_reap(h);

@@ -10,6 +10,7 @@
  *   volume.c      volumes: VOLUME_REPORT, recovery images, state files
  *   drain.c       ring -> recovery images, persist, publish
  *   sync.c        initial full sync (SYNC_READ / SYNC_POSTED)
+ *   resync.c      resyncing <-> protected from PROGRESS, bytes resent
  *   status.c      STATUS -> JSON
  */
 #ifndef REPHUB_HUB_H
@@ -40,6 +41,8 @@
 struct hub;
 struct agent;
 struct volume;
+struct journal;
+struct test_view;
 
 /* What an epoll registration points at. */
 enum ev_kind { EV_SIGNAL, EV_TIMER, EV_LISTEN, EV_CONN, EV_FABRIC };
@@ -114,6 +117,9 @@ struct agent {
 	uint32_t progress_queued;
 	int64_t progress_at;
 	uint64_t progress_count;
+	uint64_t progress_instance; /* the agent's run (0: short PROGRESS or none) */
+	uint32_t congestions;       /* its queue overflowed this often (this run) */
+	bool congested;             /* ... and it has not resent all of it yet */
 
 	/* counters */
 	uint64_t records, bytes, sync_records, sync_bytes;
@@ -180,7 +186,27 @@ struct volume {
 	uint64_t progress_count;
 	int64_t progress_at;
 
+	/* resync (resync.c) */
+	uint64_t resend_bytes;         /* newest PROGRESS: waiting to be read back and resent */
+	uint64_t resent_bytes;         /* resent since the hub started, over agent runs */
+	uint64_t resent_seen;          /* the agent's own counter in its newest PROGRESS */
+	uint64_t resent_instance;      /* ... and that agent run */
+	uint64_t resyncs;              /* times it became resyncing */
+	const char *resync_cause;      /* while resyncing: "reconnect", "congestion", ... */
+	int64_t resync_started;        /* when the current or last resync began */
+	uint64_t resync_bytes;         /* resent since then */
+	const char *last_resync_cause; /* NULL until one completed */
+	int64_t last_resync_ms;        /* how long the last completed one took */
+	uint64_t last_resync_bytes;    /* and what it resent */
+
 	uint64_t records, bytes, invalid_records;
+
+	/* point in time (pit.c, testview.c) */
+	struct journal *jr;       /* NULL: journal_time = 0, records go straight to the image */
+	struct test_view *test;   /* a failover test, or NULL */
+	bool failed_over;         /* persisted: the owner is fenced off this volume */
+	uint64_t failover_seq;    /* the point it failed over at */
+	uint64_t dropped_records; /* the owner's records refused after the failover */
 };
 
 /* ---- the hub ----------------------------------------------------------- */
@@ -276,6 +302,30 @@ bool sync_on_error(struct ctl_conn *c, uint64_t req_id, const struct rf_ctl_erro
 void sync_on_durable(struct agent *a);
 void sync_tick(struct hub *h, int64_t now);
 uint64_t sync_synced_bytes(const struct volume *v);
+
+/* pit.c: journals, points, failover */
+int64_t hub_wall_ms(void);
+int pit_volume_init(struct volume *v);
+void pit_volume_fini(struct volume *v);
+int pit_owner_change(struct volume *v);
+void pit_ring_created(struct agent *a);
+int pit_record(struct volume *v, const struct rf_ring_record *r);
+int pit_commit(struct volume *v);
+void pit_tick(struct hub *h, int64_t now);
+void pit_points(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
+void pit_admin(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
+
+/* testview.c: a failover test's view (scratch, then journal, then image) */
+int testview_start(struct volume *v, uint64_t seq, int64_t time_ms, char *why, size_t whylen);
+void testview_stop(struct volume *v);
+uint64_t testview_seq(const struct volume *v);
+void testview_io(struct ctl_conn *c, uint16_t type, uint64_t req_id, const uint8_t *p,
+                 uint32_t len);
+
+/* resync.c */
+void resync_begin(struct volume *v, const char *cause, bool notify);
+void resync_on_progress(struct agent *a, const struct rf_ctl_progress *m);
+void resync_ring_tail(struct agent *a);
 
 /* status.c */
 void status_request(struct ctl_conn *c, uint64_t req_id);

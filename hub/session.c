@@ -87,6 +87,8 @@ int agent_open_ring(struct agent *a)
 		if (!rc)
 			RF_INFO(SUBSYS, "agent %s: created ring %s (%" PRIu64 " bytes of data)",
 			        a->id, a->ring_path, a->hub->cfg->ring_size);
+		if (!rc)
+			pit_ring_created(a); /* its sequences start over */
 	} else if (!rc) {
 		RF_INFO(SUBSYS, "agent %s: opened ring %s (%" PRIu64 " bytes of data)", a->id,
 		        a->ring_path, rf_ring_data_size(a->ring));
@@ -155,6 +157,7 @@ void session_scan_rings(struct hub *h)
 		drain_fully(a);
 		RF_INFO(SUBSYS, "agent %s: %" PRIu64 " record(s) applied from its ring at start-up",
 		        a->id, a->records - before);
+		resync_ring_tail(a);
 	}
 }
 
@@ -319,6 +322,7 @@ void session_progress(struct ctl_conn *c, const uint8_t *p, uint32_t len)
 			         "agent %s: PROGRESS names vol_id %u, which it did not report",
 			         a->id, m->vols[i].vol_id);
 	}
+	resync_on_progress(a, m);
 	for (size_t i = 0; i < c->hub->nvols; i++) {
 		struct volume *v = &c->hub->vols[i];
 

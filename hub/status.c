@@ -123,6 +123,26 @@ static bool volume_caught_up(const struct volume *v)
 	       a->progress_next_seq <= a->durable_seq;
 }
 
+/* Incremental resync (resync.c; docs/HUB.md). */
+static void resync_json(struct sb *b, const struct volume *v, int64_t now)
+{
+	sb_key_u64(b, "resend_bytes", v->resend_bytes);
+	sb_key_u64(b, "resent_bytes", v->resent_bytes);
+	sb_key_u64(b, "resyncs", v->resyncs);
+	sb_key_str(b, "resync_cause", v->state == RF_VOL_RESYNCING ? v->resync_cause : NULL, true);
+	if (v->state == RF_VOL_RESYNCING)
+		sb_key_u64(b, "resync_elapsed_ms", (uint64_t)(now - v->resync_started));
+	else
+		sb_printf(b, "\"resync_elapsed_ms\":null,");
+	sb_key_str(b, "last_resync_cause", v->last_resync_cause, true);
+	if (v->last_resync_cause) {
+		sb_key_u64(b, "last_resync_ms", (uint64_t)v->last_resync_ms);
+		sb_key_u64(b, "last_resync_bytes", v->last_resync_bytes);
+	} else {
+		sb_printf(b, "\"last_resync_ms\":null,\"last_resync_bytes\":null,");
+	}
+}
+
 static void volume_json(struct sb *b, const struct volume *v, int64_t now)
 {
 	const struct agent *a = v->owner;
@@ -152,6 +172,7 @@ static void volume_json(struct sb *b, const struct volume *v, int64_t now)
 	sb_key_u64(b, "lag_records", lag_recs);
 	sb_key_u64(b, "lag_bytes", lag_bytes);
 	sb_key_u64(b, "dirty_bytes", v->dirty_bytes);
+	resync_json(b, v, now);
 	sb_printf(b, "\"ring_fill\":%.6f,", fill);
 	sb_key_u64(b, "progress_count", v->progress_count);
 	if (v->progress_count)
@@ -208,6 +229,8 @@ static void agent_json(struct sb *b, const struct agent *a, int64_t now)
 		sb_printf(b, "\"next_seq\":null,\"queued\":null,\"progress_age_ms\":null,");
 	}
 	sb_key_u64(b, "progress_count", a->progress_count);
+	sb_key_u64(b, "congestions", a->congestions);
+	sb_key_bool(b, "congested", a->congested);
 	sb_key_u64(b, "records", a->records);
 	sb_key_u64(b, "bytes", a->bytes);
 	sb_key_u64(b, "sync_records", a->sync_records);
@@ -234,6 +257,7 @@ char *status_json(struct hub *h, size_t *len)
 	sb_key_u64(&b, "uptime_ms", (uint64_t)(now - h->started_at));
 	sb_key_u64(&b, "ring_size", h->cfg->ring_size);
 	sb_key_u64(&b, "sync_rate", h->cfg->sync_rate);
+	sb_key_u64(&b, "resync_rate", h->cfg->resync_rate);
 	sb_key_u64(&b, "connections", h->nconns);
 	sb_key_u64(&b, "connections_accepted", h->conns_accepted);
 	sb_key_u64(&b, "protocol_errors", h->protocol_errors);

@@ -88,6 +88,8 @@ int volume_save_state(struct volume *v)
 	        "# rephubd volume state (written atomically; do not edit while rephubd runs)\n"
 	        "version=1\nvolume=%s\nagent=%s\nvol_id=%" PRIu32 "\nsize=%" PRIu64 "\nsynced=%d\n",
 	        v->cfg->name, v->owner_id, v->vol_id, v->size, v->synced ? 1 : 0);
+	if (v->failed_over)
+		fprintf(f, "failed_over=1\nfailover_seq=%" PRIu64 "\n", v->failover_seq);
 	if (fflush(f) || fsync(fileno(f)))
 		rc = -errno;
 	if (fclose(f) && !rc)
@@ -116,8 +118,8 @@ static void load_state(struct volume *v)
 {
 	char path[PATH_MAX], line[256];
 	char owner[RF_CTL_MAX_NAME + 1] = "";
-	uint64_t size = 0, vol_id = UINT64_MAX;
-	int synced = -1, version = 0, lineno = 0;
+	uint64_t size = 0, vol_id = UINT64_MAX, fo_seq = 0;
+	int synced = -1, version = 0, lineno = 0, failed_over = 0;
 	const char *bad = NULL;
 	FILE *f;
 
@@ -167,6 +169,10 @@ static void load_state(struct volume *v)
 			size = strtoull(val, &end, 10);
 		} else if (strcmp(line, "synced") == 0) {
 			synced = (int)strtol(val, &end, 10);
+		} else if (strcmp(line, "failed_over") == 0) {
+			failed_over = (int)strtol(val, &end, 10);
+		} else if (strcmp(line, "failover_seq") == 0) {
+			fo_seq = strtoull(val, &end, 10);
 		} else {
 			continue; /* a newer hub's key */
 		}
@@ -191,6 +197,8 @@ static void load_state(struct volume *v)
 	v->size = size;
 	v->synced = synced == 1;
 	v->has_state = true;
+	v->failed_over = failed_over == 1;
+	v->failover_seq = fo_seq;
 }
 
 /* ---- recovery images ---------------------------------------------------- */
@@ -313,6 +321,7 @@ int volumes_init(struct hub *h)
 		v->fd = -1;
 		v->state = RF_VOL_UNKNOWN;
 		load_state(v);
+		pit_volume_init(v); /* logged; without it the volume has no journal */
 		if (!v->has_state)
 			continue;
 		v->owner = agent_get(h, v->owner_id);
@@ -346,6 +355,7 @@ void volumes_fini(struct hub *h)
 		struct volume *v = &h->vols[i];
 
 		sync_stop(v);
+		pit_volume_fini(v);
 		if (v->fd >= 0) {
 			if (fdatasync(v->fd))
 				RF_ERR(SUBSYS, "volume %s: fdatasync: %s", v->cfg->name,
@@ -403,9 +413,11 @@ void volume_agent_gone(struct agent *a)
 
 static void send_ok(struct ctl_conn *c, uint64_t req_id, struct volume *v, uint8_t sync)
 {
-	struct rf_ctl_volume_ok ok = {
-	    .vol_id = v->vol_id, .state = (uint8_t)v->state, .sync = sync};
-	uint8_t buf[16];
+	struct rf_ctl_volume_ok ok = {.vol_id = v->vol_id,
+	                              .state = (uint8_t)v->state,
+	                              .sync = sync,
+	                              .resync_rate = v->hub->cfg->resync_rate};
+	uint8_t buf[32];
 	int n = rf_ctl_enc_volume_ok(buf, sizeof(buf), &ok);
 
 	if (n > 0)
@@ -457,6 +469,14 @@ void volume_report(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 			return;
 		}
 	}
+	if (v->failed_over) {
+		ctl_send_error(c, req_id, EPERM,
+		               "volume '%s' was failed over at seq %" PRIu64 ": the hub no longer "
+		               "accepts it (its recovery image %s is the volume now; remove "
+		               "%s/%s.state to protect it again)",
+		               m.name, v->failover_seq, v->cfg->recovery, h->volumes_dir, m.name);
+		return;
+	}
 	if (v->owner && v->owner != a && agent_live(v->owner) && v->reported) {
 		ctl_send_error(c, req_id, EBUSY, "volume '%s' is protected by agent '%s'", m.name,
 		               v->owner->id);
@@ -475,6 +495,13 @@ void volume_report(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 			;
 		RF_INFO(SUBSYS, "volume %s: moves from agent %s to agent %s", m.name, old->id,
 		        a->id);
+		rc = pit_owner_change(v);
+		if (rc) {
+			ctl_send_error(c, req_id, EIO,
+			               "cannot apply the journal of '%s' before the move: %s",
+			               m.name, strerror(-rc));
+			return;
+		}
 	}
 	/* An older mapping of this agent's vol_id (not reported now) is void. */
 	for (size_t i = 0; i < h->nvols; i++) {
@@ -524,7 +551,8 @@ void volume_report(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 		}
 		volume_set_state(v, RF_VOL_SYNCING, false);
 	} else {
-		volume_set_state(v, RF_VOL_PROTECTED, false);
+		/* Until its PROGRESS says nothing waits to be resent. */
+		resync_begin(v, "reconnect", false);
 	}
 	RF_INFO(SUBSYS, "volume %s: reported by agent %s as vol_id %u, %" PRIu64 " bytes, %s",
 	        m.name, a->id, m.vol_id, m.size,

@@ -12,6 +12,8 @@ RF_DEBIAN_PACKAGES=(
 	qemu-system-x86 busybox-static kmod cpio xz-utils zstd iproute2
 	# clients and tools used by functional tests
 	qemu-utils fio libnbd-bin perftest jq
+	# benchmarks (scripts/bench.sh): anchors, report, plots, profiles
+	iperf3 python3 gnuplot-nox valgrind
 )
 
 rf_install_deps() {

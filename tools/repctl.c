@@ -4,6 +4,7 @@
  *
  *   repctl [--hub HOST:PORT] status [--json]
  *   repctl [--hub HOST:PORT] wait VOLUME --synced [--timeout SECONDS]
+ *   repctl [--hub HOST:PORT] points | test-failover | failover ...  (repctl_pit.c)
  *
  * The hub answers STATUS with JSON (fields: docs/HUB.md); "status"
  * prints it as a table, or raw with --json. "wait --synced" polls STATUS
@@ -26,6 +27,7 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "repctl_pit.h"
 #include "repfabric/ctl.h"
 
 #define EXIT_UNMET  1
@@ -43,6 +45,9 @@ static void usage(FILE *f)
 	fprintf(f,
 	        "usage: repctl [--hub HOST:PORT] status [--json]\n"
 	        "       repctl [--hub HOST:PORT] wait VOLUME --synced [--timeout SECONDS]\n"
+	        "       repctl [--hub HOST:PORT] points VOLUME\n"
+	        "       repctl [--hub HOST:PORT] test-failover start|stop VOLUME [--at TIME]\n"
+	        "       repctl [--hub HOST:PORT] failover VOLUME [--at TIME] [--force]\n"
 	        "\n"
 	        "  --hub HOST:PORT   the hub's control address (default $REPCTL_HUB, else %s)\n"
 	        "  --json            print the hub's status JSON as it is\n"
@@ -165,30 +170,32 @@ static const char *human(uint64_t v, char *buf, size_t len)
 static void print_table(const struct json *st)
 {
 	const struct json *vols = json_get(st, "volumes"), *agents = json_get(st, "agents");
-	char b1[32], b2[32], b3[32];
+	char b1[32], b2[32], b3[32], b4[32];
 
-	printf("%-20s %-12s %10s %7s %-16s %12s %8s %10s %10s\n", "VOLUME", "STATE", "SIZE",
-	       "SYNCED", "AGENT", "DURABLE_SEQ", "LAG_RECS", "LAG_BYTES", "DIRTY");
+	printf("%-20s %-12s %10s %7s %-16s %12s %8s %10s %10s %10s\n", "VOLUME", "STATE", "SIZE",
+	       "SYNCED", "AGENT", "DURABLE_SEQ", "LAG_RECS", "LAG_BYTES", "DIRTY", "RESENT");
 	for (size_t i = 0; vols && vols->type == JSON_ARRAY && i < vols->n; i++) {
 		const struct json *v = &vols->kid[i];
 
-		printf("%-20s %-12s %10s %6.1f%% %-16s %12" PRIu64 " %8" PRIu64 " %10s %10s\n",
+		printf("%-20s %-12s %10s %6.1f%% %-16s %12" PRIu64 " %8" PRIu64 " %10s %10s %10s\n",
 		       json_str(json_get(v, "name"), "?"), json_str(json_get(v, "state"), "?"),
 		       human(json_u64(json_get(v, "size"), 0), b1, sizeof(b1)),
 		       json_num(json_get(v, "synced_percent"), 0),
 		       json_str(json_get(v, "agent"), "-"), json_u64(json_get(v, "durable_seq"), 0),
 		       json_u64(json_get(v, "lag_records"), 0),
 		       human(json_u64(json_get(v, "lag_bytes"), 0), b2, sizeof(b2)),
-		       human(json_u64(json_get(v, "dirty_bytes"), 0), b3, sizeof(b3)));
+		       human(json_u64(json_get(v, "dirty_bytes"), 0), b3, sizeof(b3)),
+		       human(json_u64(json_get(v, "resent_bytes"), 0), b4, sizeof(b4)));
 	}
 	if (!agents || agents->type != JSON_ARRAY || agents->n == 0)
 		return;
-	printf("\n%-16s %-10s %-9s %10s %7s %12s %8s %7s\n", "AGENT", "CONNECTED", "ATTACHED",
-	       "RING_USED", "FILL", "RECORDS", "INVALID", "FENCES");
+	printf("\n%-16s %-10s %-9s %10s %7s %12s %8s %7s %11s\n", "AGENT", "CONNECTED", "ATTACHED",
+	       "RING_USED", "FILL", "RECORDS", "INVALID", "FENCES", "CONGESTIONS");
 	for (size_t i = 0; i < agents->n; i++) {
 		const struct json *a = &agents->kid[i];
 
-		printf("%-16s %-10s %-9s %10s %6.1f%% %12" PRIu64 " %8" PRIu64 " %7" PRIu64 "\n",
+		printf("%-16s %-10s %-9s %10s %6.1f%% %12" PRIu64 " %8" PRIu64 " %7" PRIu64
+		       " %11" PRIu64 "\n",
 		       json_str(json_get(a, "id"), "?"),
 		       json_bool(json_get(a, "connected"), false) ? "yes" : "no",
 		       json_bool(json_get(a, "attached"), false) ? "yes" : "no",
@@ -196,7 +203,7 @@ static void print_table(const struct json *st)
 		       100.0 * json_num(json_get(a, "ring_fill"), 0),
 		       json_u64(json_get(a, "records"), 0),
 		       json_u64(json_get(a, "invalid_records"), 0),
-		       json_u64(json_get(a, "fences"), 0));
+		       json_u64(json_get(a, "fences"), 0), json_u64(json_get(a, "congestions"), 0));
 	}
 }
 
@@ -246,6 +253,9 @@ static void not_synced_reason(const struct json *v, uint64_t count0, char *buf, 
 	n = snprintf(buf, len, "state %s, %.0f%% synced", state, pct);
 	if (n < 0 || (size_t)n >= len)
 		return;
+	if (strcmp(state, "resyncing") == 0)
+		snprintf(buf + n, len - (size_t)n, ", %s left to resend",
+		         human(json_u64(json_get(v, "resend_bytes"), 0), hb, sizeof(hb)));
 	if (strcmp(state, "protected") != 0)
 		return;
 	if (!json_bool(json_get(v, "agent_connected"), false))
@@ -337,6 +347,20 @@ int main(int argc, char **argv)
 
 	if (env && *env)
 		hub_addr = env;
+	/* points, test-failover, failover: their own options (repctl_pit.c). */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--hub") == 0 && i + 1 < argc) {
+			hub_addr = argv[++i];
+			continue;
+		}
+		if (strncmp(argv[i], "--hub=", 6) == 0) {
+			hub_addr = argv[i] + 6;
+			continue;
+		}
+		if (repctl_pit_command(argv[i]))
+			return repctl_pit_main(hub_addr, argc - i, argv + i);
+		break;
+	}
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'H':

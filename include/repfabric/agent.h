@@ -99,6 +99,8 @@ struct rf_agent_vol_status {
 	bool connected;        /* the control channel is up */
 	bool attached;         /* the hub accepted the volume and the ring is attached */
 	bool bitmap_valid;     /* the bitmap was valid when the volume was added */
+	uint64_t resend_bytes; /* bytes of chunks waiting to be read back and resent */
+	uint64_t resent_bytes; /* bytes read back and resent by the agent so far */
 };
 
 struct rf_agent_status {
@@ -115,6 +117,8 @@ struct rf_agent_status {
 	uint64_t sync_reads;      /* SYNC_READs answered with SYNC_POSTED */
 	uint64_t resent_bytes;    /* bytes posted by the agent's own resend */
 	uint64_t overflow_writes; /* writes not queued (queue full or detached) */
+	uint32_t congestions;     /* times a full queue switched writes to bitmap tracking */
+	bool congested;           /* overflowed writes of the last congestion not all resent */
 };
 
 /*

@@ -42,8 +42,21 @@ enum rf_ctl_type {
 	RF_CTL_STATUS_OK = 10,    /* reply: JSON text */
 	RF_CTL_VOLUME_STATE = 11, /* hub -> agent notification: state changed */
 	RF_CTL_PROGRESS = 12,     /* agent -> hub notification: queue and dirty bytes */
-	                          /* 32..47 redirected IO (failover test), 48..63 failover and
-	                           * administration, 64..79 authentication: reserved. */
+	/* redirected IO: a failover test's view (the nbdkit plugin -> hub) */
+	RF_CTL_IO_OPEN = 32,    /* request: volume name */
+	RF_CTL_IO_OPEN_OK = 33, /* reply: handle, size, the test's point */
+	RF_CTL_IO_READ = 34,    /* request: handle, offset, length */
+	RF_CTL_IO_DATA = 35,    /* reply to IO_READ: the bytes */
+	RF_CTL_IO_WRITE = 36,   /* request: handle, offset, length, the bytes */
+	RF_CTL_IO_FLUSH = 37,   /* request: handle (offset and length 0) */
+	RF_CTL_IO_DONE = 38,    /* reply to IO_WRITE / IO_FLUSH */
+	/* point in time and failover (repctl -> hub) */
+	RF_CTL_POINTS = 48,    /* request: volume name */
+	RF_CTL_POINTS_OK = 49, /* reply: the journal's range */
+	RF_CTL_ADMIN = 50,     /* request: test start/stop, failover */
+	RF_CTL_ADMIN_OK = 51,  /* reply: point, time, a message */
+	/* 39..47 (redirected IO), 52..63 (failover and administration) and 64..79
+	 * (authentication) are reserved. */
 };
 
 /* Flags of ring records posted by agents (struct rf_ring_desc.flags). */
@@ -105,6 +118,10 @@ struct rf_ctl_volume_ok {
 	uint32_t vol_id;
 	uint8_t state; /* enum rf_vol_state */
 	uint8_t sync;  /* enum rf_ctl_sync_mode */
+	/* Appended field (#5): bytes per second the agent may spend on
+	 * resending its dirty regions of this volume, 0 = unlimited. A
+	 * VOLUME_OK without it (6 bytes) decodes as 0. */
+	uint64_t resync_rate;
 };
 
 struct rf_ctl_sync_read {
@@ -123,13 +140,27 @@ struct rf_ctl_sync_posted {
 
 #define RF_CTL_MAX_PROGRESS_VOLS 256
 
+/* PROGRESS flags (the resync tail). CONGESTED: the agent's queue overflowed,
+ * and writes it tracked in the bitmap only are not all resent yet. */
+#define RF_PROGRESS_CONGESTED 0x01u
+
 struct rf_ctl_progress {
 	uint64_t next_seq; /* the sequence the agent's next record will carry */
 	uint32_t queued;   /* writes waiting to be posted */
 	uint16_t nvols;
+	/*
+	 * The resync tail (#5), after the volume list. Present on the wire
+	 * exactly when @instance is not 0: an encoder with instance 0 writes
+	 * the short form, and a decoded short form has instance 0.
+	 */
+	uint64_t instance;    /* random per agent start, never 0 on the wire */
+	uint32_t congestions; /* switches to bitmap tracking (queue full) since the start */
+	uint8_t flags;        /* RF_PROGRESS_*; other bits 0 */
 	struct {
 		uint32_t vol_id;
-		uint64_t dirty_bytes; /* marked dirty and not yet resent */
+		uint64_t dirty_bytes;  /* pending: not yet durable at the hub, or to be resent */
+		uint64_t resend_bytes; /* tail: of those, only in the bitmap: to be read back */
+		uint64_t resent_bytes; /* tail: read back and posted again since the start */
 	} vols[RF_CTL_MAX_PROGRESS_VOLS];
 };
 
@@ -137,6 +168,67 @@ struct rf_ctl_volume_state {
 	uint32_t vol_id;
 	uint8_t state;
 	uint64_t synced_bytes;
+};
+
+/* ---- redirected IO (32..47) ---- */
+
+struct rf_ctl_io_open {
+	char name[RF_CTL_MAX_NAME + 1];
+};
+
+struct rf_ctl_io_open_ok {
+	uint32_t handle;
+	uint64_t size;
+	uint64_t seq; /* the point the view shows */
+};
+
+/* IO_READ, IO_WRITE (the bytes follow), IO_FLUSH (offset = length = 0). */
+struct rf_ctl_io_req {
+	uint32_t handle;
+	uint64_t offset;
+	uint32_t length;     /* 1..RF_CTL_MAX_DATA for READ and WRITE */
+	const uint8_t *data; /* WRITE: points into the decoded payload */
+};
+
+/* ---- point in time and failover (48..63) ---- */
+
+struct rf_ctl_points {
+	char name[RF_CTL_MAX_NAME + 1];
+};
+
+#define RF_POINTS_JOURNAL     0x01u /* the volume has a journal (journal_time > 0) */
+#define RF_POINTS_TEST        0x02u /* a failover test runs (test_seq is its point) */
+#define RF_POINTS_FAILED_OVER 0x04u /* failed over: the agent is fenced */
+
+struct rf_ctl_points_ok {
+	uint32_t flags; /* RF_POINTS_* */
+	uint64_t oldest_seq, newest_seq;
+	int64_t oldest_time_ms, newest_time_ms; /* unix ms; 0: before the journal */
+	uint64_t entries, bytes;
+	uint64_t retain_ms, retain_bytes;
+	uint64_t test_seq;
+};
+
+enum rf_ctl_admin_op {
+	RF_ADMIN_TEST_START = 1,
+	RF_ADMIN_TEST_STOP = 2,
+	RF_ADMIN_FAILOVER = 3,
+};
+
+enum rf_ctl_at { RF_AT_LATEST = 0, RF_AT_TIME = 1, RF_AT_SEQ = 2 };
+
+struct rf_ctl_admin {
+	uint8_t op;     /* enum rf_ctl_admin_op */
+	uint8_t at;     /* enum rf_ctl_at */
+	uint8_t force;  /* failover while a test runs */
+	uint64_t value; /* RF_AT_TIME: unix ms; RF_AT_SEQ: the sequence */
+	char name[RF_CTL_MAX_NAME + 1];
+};
+
+struct rf_ctl_admin_ok {
+	uint64_t seq;
+	int64_t time_ms;
+	char text[RF_CTL_MAX_TEXT + 1]; /* for people: what was done, image paths */
 };
 
 /*
@@ -167,6 +259,25 @@ int rf_ctl_dec_progress(const uint8_t *p, size_t len, struct rf_ctl_progress *m,
 int rf_ctl_enc_volume_state(uint8_t *buf, size_t cap, const struct rf_ctl_volume_state *m);
 int rf_ctl_dec_volume_state(const uint8_t *p, size_t len, struct rf_ctl_volume_state *m,
                             const char **why);
+
+int rf_ctl_enc_io_open(uint8_t *buf, size_t cap, const struct rf_ctl_io_open *m);
+int rf_ctl_dec_io_open(const uint8_t *p, size_t len, struct rf_ctl_io_open *m, const char **why);
+int rf_ctl_enc_io_open_ok(uint8_t *buf, size_t cap, const struct rf_ctl_io_open_ok *m);
+int rf_ctl_dec_io_open_ok(const uint8_t *p, size_t len, struct rf_ctl_io_open_ok *m,
+                          const char **why);
+/* The IO_READ/IO_WRITE/IO_FLUSH header (16 bytes); WRITE's bytes follow it. */
+int rf_ctl_enc_io_req(uint8_t *buf, size_t cap, const struct rf_ctl_io_req *m);
+int rf_ctl_dec_io_req(const uint8_t *p, size_t len, uint16_t type, struct rf_ctl_io_req *m,
+                      const char **why);
+int rf_ctl_enc_points(uint8_t *buf, size_t cap, const struct rf_ctl_points *m);
+int rf_ctl_dec_points(const uint8_t *p, size_t len, struct rf_ctl_points *m, const char **why);
+int rf_ctl_enc_points_ok(uint8_t *buf, size_t cap, const struct rf_ctl_points_ok *m);
+int rf_ctl_dec_points_ok(const uint8_t *p, size_t len, struct rf_ctl_points_ok *m,
+                         const char **why);
+int rf_ctl_enc_admin(uint8_t *buf, size_t cap, const struct rf_ctl_admin *m);
+int rf_ctl_dec_admin(const uint8_t *p, size_t len, struct rf_ctl_admin *m, const char **why);
+int rf_ctl_enc_admin_ok(uint8_t *buf, size_t cap, const struct rf_ctl_admin_ok *m);
+int rf_ctl_dec_admin_ok(const uint8_t *p, size_t len, struct rf_ctl_admin_ok *m, const char **why);
 
 /* True when @s is a valid volume/agent name: 1..64 of [A-Za-z0-9._-]. */
 bool rf_ctl_name_ok(const char *s);

@@ -47,6 +47,7 @@ static const struct {
     {"EIO", EIO},
     {"ECONNRESET", ECONNRESET},
     {"EMSGSIZE", EMSGSIZE},
+    {"ESTALE", ESTALE},
 };
 
 static const char *const types[] = {

@@ -134,6 +134,14 @@ poke "unknown type -> ERROR EOPNOTSUPP, connection stays" \
 poke "reserved type 33 -> ERROR EOPNOTSUPP" \
 	raw 0x54434652 1 33 0 0 0 expect ERROR EOPNOTSUPP heartbeat expect HEARTBEAT
 still_serving "an unknown type"
+poke "malformed redirected IO and administration frames -> ERROR EBADMSG" \
+	raw 0x54434652 1 34 16 0 16 expect ERROR EBADMSG \
+	raw 0x54434652 1 32 2 0 2 expect ERROR EBADMSG \
+	raw 0x54434652 1 48 2 0 2 expect ERROR EBADMSG \
+	raw 0x54434652 1 50 13 0 13 expect ERROR EBADMSG status expect STATUS_OK
+poke "IO on a handle with no failover test -> ERROR ESTALE" \
+	raw 0x54434652 1 37 16 0 16 expect ERROR ESTALE heartbeat expect HEARTBEAT
+still_serving "malformed IO and administration frames"
 log_has "unknown message type 999" "unknown type"
 
 poke "oversized length -> ERROR EPROTO + close" \

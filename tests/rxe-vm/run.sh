@@ -2,7 +2,7 @@
 # Run a host-built command inside a small qemu VM with real soft-RoCE
 # (rdma_rxe bound to eth0 = 10.0.2.15), booting Debian's own kernel.
 #
-#   tests/rxe-vm/run.sh [--timeout S] [--share DIR]... [--mem M] -- CMD [ARGS...]
+#   tests/rxe-vm/run.sh [--timeout S] [--share DIR]... [--mem M] [--drive D]... -- CMD [ARGS...]
 #
 # The guest sees the host's / read-only (with a throw-away tmpfs overlay on
 # top) and runs CMD with the host's bash, in the same working directory and
@@ -18,6 +18,9 @@
 #                command writes elsewhere is lost at poweroff; the working
 #                directory must be on the host's / or shared.
 #   --mem M      guest memory in MiB (default 1024)
+#   --drive D    attach a virtio disk (/dev/vda, /dev/vdb, ... in order): D
+#                is a raw image file, or nbd+unix:///?socket=SOCK (an NBD
+#                server on a unix socket, e.g. nbdkit).  Repeatable.
 #
 # Exit status: CMD's own exit status, or
 #   124  the VM did not finish within --timeout (qemu killed)
@@ -33,6 +36,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TIMEOUT=${RF_VM_TIMEOUT:-300}
 MEM=1024
 SHARES=()
+DRIVES=()
 
 log() { echo "[rxe-vm] $*" >&2; }
 die() {
@@ -60,6 +64,11 @@ while [ $# -gt 0 ]; do
 	--mem)
 		[ $# -ge 2 ] || usage
 		MEM=$2
+		shift 2
+		;;
+	--drive)
+		[ $# -ge 2 ] || usage
+		DRIVES+=("$2")
 		shift 2
 		;;
 	--)
@@ -172,6 +181,23 @@ for i in "${!SHARE_PATHS[@]}"; do
 	printf 'rfshare%d\t%s\n' "$i" "$s" >>"$RUN/shares"
 done
 
+# Drives: raw files or NBD over a unix socket, as virtio disks.
+drives=()
+for d in "${DRIVES[@]}"; do
+	case $d in
+	nbd+unix:///\?socket=*)
+		sock=${d#nbd+unix:///?socket=}
+		[ -S "$sock" ] || die "--drive $d: $sock is not a socket"
+		drives+=(-drive "file=nbd:unix:${sock//,/,,},format=raw,if=virtio")
+		;;
+	/*)
+		[ -f "$d" ] || die "--drive $d: not a file"
+		drives+=(-drive "file=${d//,/,,},format=raw,if=virtio")
+		;;
+	*) die "--drive wants an absolute image path or nbd+unix:///?socket=SOCK, not '$d'" ;;
+	esac
+done
+
 cmdline="console=ttyS0 quiet panic=-1 cryptomgr.notests"
 cmdline+=" no_timer_check tsc=reliable random.trust_cpu=on 8250.nr_uarts=1"
 cmdline+=" i8042.noaux i8042.nokbd i8042.nopnp"
@@ -186,7 +212,7 @@ timeout -k 5 "$TIMEOUT" qemu-system-x86_64 \
 	-kernel "$RF_VM_KERNEL" -initrd "$RF_VM_INITRD" -append "$cmdline" \
 	-chardev "stdio,id=con0,signal=off,logfile=${RUN//,/,,}/console.log" -serial chardev:con0 \
 	-netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0 \
-	"${virtfs[@]}" </dev/null &
+	"${virtfs[@]}" ${drives[@]+"${drives[@]}"} </dev/null &
 QPID=$!
 qrc=0
 wait "$QPID" || qrc=$?

@@ -143,6 +143,88 @@ static void test_sync_and_progress(void **state)
 	assert_int_equal(rf_ctl_dec_progress(buf, (size_t)n, &pg2, &why), -EBADMSG);
 }
 
+/* VOLUME_OK: the 6-byte form and the form with the appended resync_rate. */
+static void test_volume_ok_resync_rate(void **state)
+{
+	struct rf_ctl_volume_ok in = {.vol_id = 7,
+	                              .state = RF_VOL_RESYNCING,
+	                              .sync = RF_SYNC_NONE,
+	                              .resync_rate = 4u << 20},
+	                        out;
+	uint8_t buf[64];
+	const char *why;
+	int n;
+
+	n = rf_ctl_enc_volume_ok(buf, sizeof(buf), &in);
+	assert_int_equal(n, 14);
+	assert_int_equal(rf_ctl_dec_volume_ok(buf, (size_t)n, &out, &why), 0);
+	assert_int_equal(out.vol_id, 7);
+	assert_int_equal(out.state, RF_VOL_RESYNCING);
+	assert_true(out.resync_rate == 4u << 20);
+	/* Without the appended field: rate 0 (unlimited). */
+	assert_int_equal(rf_ctl_dec_volume_ok(buf, 6, &out, &why), 0);
+	assert_true(out.resync_rate == 0);
+	/* A partial field or a byte too many is refused. */
+	for (int cut = 7; cut < n; cut++)
+		assert_int_equal(rf_ctl_dec_volume_ok(buf, (size_t)cut, &out, &why), -EBADMSG);
+	buf[n] = 0;
+	assert_int_equal(rf_ctl_dec_volume_ok(buf, (size_t)n + 1, &out, &why), -EBADMSG);
+	assert_non_null(strstr(why, "trailing"));
+}
+
+/* PROGRESS: the short form and the resync tail, strictly. */
+static void test_progress_tail(void **state)
+{
+	static struct rf_ctl_progress pg, out;
+	uint8_t buf[8192];
+	const char *why;
+	int n, short_len;
+
+	memset(&pg, 0, sizeof(pg));
+	pg.next_seq = 99;
+	pg.nvols = 2;
+	pg.vols[0].vol_id = 1;
+	pg.vols[0].dirty_bytes = 3u << 16;
+	pg.vols[0].resend_bytes = 2u << 16;
+	pg.vols[0].resent_bytes = 123456789;
+	pg.vols[1].vol_id = 2;
+	short_len = rf_ctl_enc_progress(buf, sizeof(buf), &pg); /* instance 0: short form */
+	assert_int_equal(short_len, 14 + 2 * 12);
+	assert_int_equal(rf_ctl_dec_progress(buf, (size_t)short_len, &out, &why), 0);
+	assert_true(out.instance == 0);
+	assert_true(out.vols[0].resend_bytes == 0 && out.vols[0].resent_bytes == 0);
+
+	pg.instance = 0x1234567890abcdefull;
+	pg.congestions = 3;
+	pg.flags = RF_PROGRESS_CONGESTED;
+	n = rf_ctl_enc_progress(buf, sizeof(buf), &pg);
+	assert_int_equal(n, short_len + 13 + 2 * 16);
+	assert_int_equal(rf_ctl_dec_progress(buf, (size_t)n, &out, &why), 0);
+	assert_true(out.instance == pg.instance);
+	assert_int_equal(out.congestions, 3);
+	assert_int_equal(out.flags, RF_PROGRESS_CONGESTED);
+	assert_true(out.vols[0].dirty_bytes == 3u << 16);
+	assert_true(out.vols[0].resend_bytes == 2u << 16);
+	assert_true(out.vols[0].resent_bytes == 123456789);
+	assert_true(out.vols[1].resend_bytes == 0);
+	/* Every cut inside the tail, and a byte too many, is refused. */
+	for (int cut = short_len + 1; cut < n; cut++)
+		assert_int_equal(rf_ctl_dec_progress(buf, (size_t)cut, &out, &why), -EBADMSG);
+	buf[n] = 0;
+	assert_int_equal(rf_ctl_dec_progress(buf, (size_t)n + 1, &out, &why), -EBADMSG);
+	/* A tail with instance 0 or unknown flags is refused. */
+	memset(buf + short_len, 0, 8);
+	assert_int_equal(rf_ctl_dec_progress(buf, (size_t)n, &out, &why), -EBADMSG);
+	assert_non_null(strstr(why, "instance"));
+	n = rf_ctl_enc_progress(buf, sizeof(buf), &pg);
+	buf[short_len + 12] = 0x80;
+	assert_int_equal(rf_ctl_dec_progress(buf, (size_t)n, &out, &why), -EBADMSG);
+	assert_non_null(strstr(why, "flags"));
+	/* ... and the encoder will not write unknown flags either. */
+	pg.flags = 0x02;
+	assert_int_equal(rf_ctl_enc_progress(buf, sizeof(buf), &pg), -EINVAL);
+}
+
 static void test_encoders_respect_capacity(void **state)
 {
 	struct rf_ctl_error e = {.code = EIO};
@@ -180,6 +262,117 @@ static void test_random_garbage(void **state)
 		rf_ctl_dec_volume_report(buf, len, &vr, &why);
 		rf_ctl_dec_error(buf, len, &er, &why);
 		rf_ctl_dec_progress(buf, len, &pg, &why);
+		rf_ctl_dec_volume_ok(buf, len, &(struct rf_ctl_volume_ok){0}, &why);
+	}
+}
+
+/* Redirected IO (32..47) and administration (48..63). */
+static void test_io_and_admin(void **state)
+{
+	uint8_t buf[512];
+	const char *why;
+	int n;
+
+	{
+		struct rf_ctl_io_open in, out;
+
+		strcpy(in.name, "vm1-disk0");
+		n = rf_ctl_enc_io_open(buf, sizeof(buf), &in);
+		assert_true(n > 0);
+		assert_int_equal(rf_ctl_dec_io_open(buf, (size_t)n, &out, &why), 0);
+		assert_string_equal(out.name, "vm1-disk0");
+		strcpy(in.name, "bad name");
+		assert_int_equal(rf_ctl_enc_io_open(buf, sizeof(buf), &in), -EINVAL);
+	}
+	{
+		struct rf_ctl_io_open_ok in = {.handle = 7, .size = 1ull << 30, .seq = 99}, out;
+
+		n = rf_ctl_enc_io_open_ok(buf, sizeof(buf), &in);
+		assert_int_equal(n, 20);
+		assert_int_equal(rf_ctl_dec_io_open_ok(buf, (size_t)n, &out, &why), 0);
+		assert_int_equal(out.handle, 7);
+		assert_true(out.size == 1ull << 30 && out.seq == 99);
+	}
+	{
+		struct rf_ctl_io_req in = {.handle = 3, .offset = 4096, .length = 8}, out;
+
+		n = rf_ctl_enc_io_req(buf, sizeof(buf), &in);
+		assert_int_equal(n, 16);
+		assert_int_equal(rf_ctl_dec_io_req(buf, 16, RF_CTL_IO_READ, &out, &why), 0);
+		assert_true(out.offset == 4096 && out.length == 8 && !out.data);
+		/* READ with bytes after it, WRITE without its bytes: refused. */
+		assert_int_equal(rf_ctl_dec_io_req(buf, 17, RF_CTL_IO_READ, &out, &why), -EBADMSG);
+		assert_int_equal(rf_ctl_dec_io_req(buf, 23, RF_CTL_IO_WRITE, &out, &why), -EBADMSG);
+		memcpy(buf + 16, "abcdefgh", 8);
+		assert_int_equal(rf_ctl_dec_io_req(buf, 24, RF_CTL_IO_WRITE, &out, &why), 0);
+		assert_memory_equal(out.data, "abcdefgh", 8);
+		/* FLUSH with a range, READ of 0 bytes or above 1 MiB, overflow. */
+		assert_int_equal(rf_ctl_dec_io_req(buf, 16, RF_CTL_IO_FLUSH, &out, &why), -EBADMSG);
+		in.length = 0;
+		rf_ctl_enc_io_req(buf, sizeof(buf), &in);
+		assert_int_equal(rf_ctl_dec_io_req(buf, 16, RF_CTL_IO_READ, &out, &why), -EBADMSG);
+		in.length = RF_CTL_MAX_DATA + 1;
+		rf_ctl_enc_io_req(buf, sizeof(buf), &in);
+		assert_int_equal(rf_ctl_dec_io_req(buf, 16, RF_CTL_IO_READ, &out, &why), -EBADMSG);
+		in.length = 512;
+		in.offset = UINT64_MAX - 100;
+		rf_ctl_enc_io_req(buf, sizeof(buf), &in);
+		assert_int_equal(rf_ctl_dec_io_req(buf, 16, RF_CTL_IO_READ, &out, &why), -EBADMSG);
+		in.offset = in.length = 0;
+		rf_ctl_enc_io_req(buf, sizeof(buf), &in);
+		assert_int_equal(rf_ctl_dec_io_req(buf, 16, RF_CTL_IO_FLUSH, &out, &why), 0);
+		assert_int_equal(rf_ctl_dec_io_req(buf, 16, RF_CTL_PROGRESS, &out, &why), -EBADMSG);
+	}
+	{
+		struct rf_ctl_points_ok in = {.flags = RF_POINTS_JOURNAL | RF_POINTS_TEST,
+		                              .oldest_seq = 1,
+		                              .newest_seq = 2,
+		                              .oldest_time_ms = 3,
+		                              .newest_time_ms = 4,
+		                              .entries = 5,
+		                              .bytes = 6,
+		                              .retain_ms = 7,
+		                              .retain_bytes = 8,
+		                              .test_seq = 9},
+		                        out;
+
+		n = rf_ctl_enc_points_ok(buf, sizeof(buf), &in);
+		assert_int_equal(n, 76);
+		assert_int_equal(rf_ctl_dec_points_ok(buf, (size_t)n, &out, &why), 0);
+		assert_true(out.flags == in.flags && out.oldest_seq == 1 && out.newest_seq == 2 &&
+		            out.oldest_time_ms == 3 && out.newest_time_ms == 4 &&
+		            out.entries == 5 && out.bytes == 6 && out.retain_ms == 7 &&
+		            out.retain_bytes == 8 && out.test_seq == 9);
+		for (int cut = 0; cut < n; cut++)
+			assert_int_equal(rf_ctl_dec_points_ok(buf, (size_t)cut, &out, &why),
+			                 -EBADMSG);
+	}
+	{
+		struct rf_ctl_admin in = {.op = RF_ADMIN_FAILOVER,
+		                          .at = RF_AT_TIME,
+		                          .force = 1,
+		                          .value = 1234},
+		                    out;
+		struct rf_ctl_admin_ok ok = {.seq = 5, .time_ms = 6}, ok2;
+
+		strcpy(in.name, "vm1-disk0");
+		n = rf_ctl_enc_admin(buf, sizeof(buf), &in);
+		assert_true(n > 0);
+		assert_int_equal(rf_ctl_dec_admin(buf, (size_t)n, &out, &why), 0);
+		assert_true(out.op == RF_ADMIN_FAILOVER && out.at == RF_AT_TIME && out.force == 1 &&
+		            out.value == 1234);
+		assert_string_equal(out.name, "vm1-disk0");
+		buf[0] = 9;
+		assert_int_equal(rf_ctl_dec_admin(buf, (size_t)n, &out, &why), -EBADMSG);
+		assert_non_null(strstr(why, "operation"));
+		buf[0] = RF_ADMIN_TEST_START;
+		buf[1] = 7;
+		assert_int_equal(rf_ctl_dec_admin(buf, (size_t)n, &out, &why), -EBADMSG);
+		strcpy(ok.text, "recovery image: /x.img");
+		n = rf_ctl_enc_admin_ok(buf, sizeof(buf), &ok);
+		assert_true(n > 0);
+		assert_int_equal(rf_ctl_dec_admin_ok(buf, (size_t)n, &ok2, &why), 0);
+		assert_string_equal(ok2.text, ok.text);
 	}
 }
 
@@ -191,8 +384,11 @@ int main(void)
 	    cmocka_unit_test(test_string_length_lies),
 	    cmocka_unit_test(test_volume_report),
 	    cmocka_unit_test(test_sync_and_progress),
+	    cmocka_unit_test(test_volume_ok_resync_rate),
+	    cmocka_unit_test(test_progress_tail),
 	    cmocka_unit_test(test_encoders_respect_capacity),
 	    cmocka_unit_test(test_random_garbage),
+	    cmocka_unit_test(test_io_and_admin),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -128,6 +128,12 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.log_level, RF_LOG_INFO);
 	assert_int_equal(cfg.nvols, 0);
 	assert_string_equal(cfg.ring_dir, ""); /* state_dir/rings */
+	assert_int_equal(cfg.resync_rate, 0);
+	hub_config_free(&cfg);
+
+	snprintf(text, sizeof(text), "[hub]\nstate_dir = %s\nresync_rate = 8m\n", dir);
+	assert_int_equal(load(&cfg, text), 0);
+	assert_int_equal(cfg.resync_rate, 8ull << 20);
 	hub_config_free(&cfg);
 
 	snprintf(text, sizeof(text), "[hub]\nstate_dir = %s\nring_dir = %s/rings-on-tmpfs\n", dir,
@@ -238,6 +244,9 @@ static void test_bad_size(void **state)
 	    {"ring_size", "99999999999999999999", "'99999999999999999999' is size too large"},
 	    {"ring_size", "16777216T", "'16777216T' is size too large"},
 	    {"sync_rate", "2T", "'2T' is out of bounds (0..1099511627776 bytes)"},
+	    {"resync_rate", "1.5M",
+	     "'1.5M' is not a size (digits with an optional K, M, G or T suffix)"},
+	    {"resync_rate", "2T", "'2T' is out of bounds (0..1099511627776 bytes)"},
 	    {"log_level", "loud", "'loud' is not a log level (err, warn, info or debug)"},
 	};
 	struct hub_config cfg;
@@ -438,6 +447,61 @@ static void test_many_errors(void **state)
 	hub_config_free(&cfg);
 }
 
+/* [volume] journal_time (a duration) and journal_size. */
+static void test_journal_keys(void **state)
+{
+	static const struct {
+		const char *time;
+		uint64_t ms;
+	} good[] = {{"0", 0},         {"90", 90000},   {"1500ms", 1500}, {"45s", 45000},
+	            {"30m", 1800000}, {"2h", 7200000}, {"7d", 604800000}};
+	static const struct {
+		const char *key, *value, *reason;
+	} bad[] = {
+	    {"journal_time", "1.5h", "'1.5h' is not a duration (digits with ms, s, m, h or d)"},
+	    {"journal_time", "1w", "'1w' is not a duration (digits with ms, s, m, h or d)"},
+	    {"journal_time", "h", "'h' is not a duration (digits with ms, s, m, h or d)"},
+	    {"journal_time", "-1h", "'-1h' is not a duration (digits with ms, s, m, h or d)"},
+	    {"journal_time", "366d", "'366d' is out of bounds (0..365 days)"},
+	    {"journal_time", "99999999999999999999",
+	     "'99999999999999999999' is out of bounds "
+	     "(0..365 days)"},
+	    {"journal_size", "512K", "'512K' is out of bounds (1048576..1099511627776 bytes)"},
+	    {"journal_size", "1Q",
+	     "'1Q' is not a size (digits with an optional K, M, G or T "
+	     "suffix)"},
+	};
+	struct hub_config cfg;
+	char text[4096], want[512];
+
+	snprintf(text, sizeof(text), "[hub]\nstate_dir = %s\n[volume a]\nrecovery = %s/a.img\n",
+	         dir, dir);
+	assert_int_equal(load(&cfg, text), 0);
+	assert_int_equal(cfg.vols[0].journal_time_ms, 0); /* no journal unless asked */
+	assert_int_equal(cfg.vols[0].journal_size, 1ull << 30);
+	hub_config_free(&cfg);
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(text, sizeof(text),
+		         "[hub]\nstate_dir = %s\n[volume a]\nrecovery = %s/a.img\n"
+		         "journal_time = %s\njournal_size = 2G\n",
+		         dir, dir, good[i].time);
+		assert_int_equal(load(&cfg, text), 0);
+		assert_int_equal(cfg.vols[0].journal_time_ms, good[i].ms);
+		assert_int_equal(cfg.vols[0].journal_size, 2ull << 30);
+		hub_config_free(&cfg);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text),
+		         "[hub]\nstate_dir = %s\n[volume a]\nrecovery = %s/a.img\n%s = %s\n", dir,
+		         dir, bad[i].key, bad[i].value);
+		assert_int_equal(load(&cfg, text), -EINVAL);
+		snprintf(want, sizeof(want), "5: key '%s' in [volume a]: %s", bad[i].key,
+		         bad[i].reason);
+		expect_error(&cfg, want);
+		hub_config_free(&cfg);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -456,6 +520,7 @@ int main(void)
 	    cmocka_unit_test(test_paths),
 	    cmocka_unit_test(test_missing_file),
 	    cmocka_unit_test(test_many_errors),
+	    cmocka_unit_test(test_journal_keys),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

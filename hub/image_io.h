@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Writing ring-record effects into a raw image file: DATA pwrite, ZERO
+ * (FALLOC_FL_ZERO_RANGE, else punch hole, else zeroes), TRIM (punch hole
+ * with KEEP_SIZE, else as ZERO). Used by the drain and the journal.
+ */
+#ifndef REPHUB_IMAGE_IO_H
+#define REPHUB_IMAGE_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+int image_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+int image_pread_all(int fd, void *buf, size_t len, uint64_t off);
+
+/* Apply one record (type RF_RING_REC_*) to @fd. 0 or -errno (-EINVAL: type). */
+int image_apply(int fd, unsigned type, uint64_t off, uint32_t len, const void *payload);
+
+#endif /* REPHUB_IMAGE_IO_H */
