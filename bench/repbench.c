@@ -880,7 +880,8 @@ int main(int argc, char **argv)
 			/* --seconds: the run's length; --writes: until the budget is
 			 * taken, bounded by WRITES_TIMEOUT_S (a stalled hub must not
 			 * hang the benchmark) */
-			uint64_t end = t0 + (uint64_t)((writes_given ? WRITES_TIMEOUT_S : o.seconds) * 1e9);
+			uint64_t end =
+			    t0 + (uint64_t)((writes_given ? WRITES_TIMEOUT_S : o.seconds) * 1e9);
 
 			while (!g_stop && now_ns() < end) {
 				if (writes_given) {
