@@ -13,6 +13,7 @@
 
 #include "bitmap.h"
 #include "repfabric/crc32c.h"
+#include "repfabric/le.h"
 #include "repfabric/ctl.h"
 #include "repfabric/log.h"
 
@@ -41,39 +42,6 @@ struct bm_header {
 	char name[RF_CTL_MAX_NAME + 1];
 };
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 static uint64_t bits_len_for(uint64_t nbits)
 {
 	uint64_t bytes = (nbits + 7) / 8;
@@ -89,16 +57,16 @@ static void header_encode(uint8_t *p, const struct bm_header *h)
 
 	memset(p, 0, RFA_BM_HEADER_USED);
 	memcpy(p, RFA_BM_MAGIC, 8);
-	put16(p + 8, h->version);
-	put16(p + 10, h->flags);
-	put32(p + 12, h->chunk_size);
-	put64(p + 16, h->size);
-	put64(p + 24, h->nbits);
-	put64(p + 32, h->bits_off);
-	put64(p + 40, h->bits_len);
-	put16(p + 48, (uint16_t)nl);
+	rf_put_le16(p + 8, h->version);
+	rf_put_le16(p + 10, h->flags);
+	rf_put_le32(p + 12, h->chunk_size);
+	rf_put_le64(p + 16, h->size);
+	rf_put_le64(p + 24, h->nbits);
+	rf_put_le64(p + 32, h->bits_off);
+	rf_put_le64(p + 40, h->bits_len);
+	rf_put_le16(p + 48, (uint16_t)nl);
 	memcpy(p + 50, h->name, nl);
-	put32(p + RFA_BM_CRC_OFF, rf_crc32c(0, p, RFA_BM_CRC_OFF));
+	rf_put_le32(p + RFA_BM_CRC_OFF, rf_crc32c(0, p, RFA_BM_CRC_OFF));
 }
 
 /* Decode and check the header's own consistency; NULL or the reason. */
@@ -108,16 +76,16 @@ static const char *header_decode(const uint8_t *p, struct bm_header *h)
 
 	if (memcmp(p, RFA_BM_MAGIC, 8) != 0)
 		return "bad magic (not a repagent bitmap)";
-	if (get32(p + RFA_BM_CRC_OFF) != rf_crc32c(0, p, RFA_BM_CRC_OFF))
+	if (rf_get_le32(p + RFA_BM_CRC_OFF) != rf_crc32c(0, p, RFA_BM_CRC_OFF))
 		return "header CRC mismatch";
-	h->version = get16(p + 8);
-	h->flags = get16(p + 10);
-	h->chunk_size = get32(p + 12);
-	h->size = get64(p + 16);
-	h->nbits = get64(p + 24);
-	h->bits_off = get64(p + 32);
-	h->bits_len = get64(p + 40);
-	nl = get16(p + 48);
+	h->version = rf_get_le16(p + 8);
+	h->flags = rf_get_le16(p + 10);
+	h->chunk_size = rf_get_le32(p + 12);
+	h->size = rf_get_le64(p + 16);
+	h->nbits = rf_get_le64(p + 24);
+	h->bits_off = rf_get_le64(p + 32);
+	h->bits_len = rf_get_le64(p + 40);
+	nl = rf_get_le16(p + 48);
 	if (h->version != RFA_BM_VERSION)
 		return "unsupported version";
 	if (h->flags & RFA_BM_FLAG_INVALID)
