@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hist.h"
 #include "repfabric/fabric.h"
 #include "repfabric/log.h"
 #include "repfabric/ring.h"
@@ -59,77 +60,6 @@ static uint64_t now_ns(void)
 static double tv_s(struct timeval tv)
 {
 	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
-}
-
-/* ------------------------------------------------------------ histogram */
-
-/*
- * Log-linear latency histogram in nanoseconds: exact below 64 ns, then 64
- * buckets per power of two (about 1.6 % resolution), 30 KB in all, so a
- * long run costs no memory per sample.
- */
-#define HIST_SUB     64
-#define HIST_BUCKETS (59 * HIST_SUB)
-
-struct hist {
-	uint64_t n, sum, min, max;
-	uint64_t b[HIST_BUCKETS];
-};
-
-static unsigned hist_index(uint64_t v)
-{
-	unsigned e;
-
-	if (v < HIST_SUB)
-		return (unsigned)v;
-	e = 63u - (unsigned)__builtin_clzll(v); /* >= 6 */
-	return (e - 5) * HIST_SUB + (unsigned)((v >> (e - 6)) & (HIST_SUB - 1));
-}
-
-/* The middle of bucket @i. */
-static uint64_t hist_value(unsigned i)
-{
-	unsigned e;
-
-	if (i < HIST_SUB)
-		return i;
-	e = i / HIST_SUB + 5;
-	return ((uint64_t)(HIST_SUB + i % HIST_SUB) << (e - 6)) + (((uint64_t)1 << (e - 6)) >> 1);
-}
-
-static void hist_add(struct hist *h, uint64_t v)
-{
-	if (h->n == 0 || v < h->min)
-		h->min = v;
-	if (v > h->max)
-		h->max = v;
-	h->n++;
-	h->sum += v;
-	h->b[hist_index(v)]++;
-}
-
-/* The @q quantile in microseconds (0 when empty). */
-static double hist_quantile_us(const struct hist *h, double q)
-{
-	uint64_t rank, seen = 0, v = h->max;
-
-	if (h->n == 0)
-		return 0;
-	rank = (uint64_t)(q * (double)h->n + 0.999999);
-	if (rank < 1)
-		rank = 1;
-	for (unsigned i = 0; i < HIST_BUCKETS; i++) {
-		seen += h->b[i];
-		if (seen >= rank) {
-			v = hist_value(i);
-			break;
-		}
-	}
-	if (v > h->max)
-		v = h->max;
-	if (v < h->min)
-		v = h->min;
-	return (double)v / 1e3;
 }
 
 /* ------------------------------------------------------------ small bits */

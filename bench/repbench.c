@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hist.h"
 #include "repfabric/agent.h"
 #include "repfabric/log.h"
 
@@ -68,83 +69,6 @@ static void sleep_us(unsigned us)
 }
 
 /* ------------------------------------------------------------ histogram */
-
-/* Log-linear histogram in ns (as in fabric_bench.c): ~1.6 % resolution. */
-#define HIST_SUB     64
-#define HIST_BUCKETS (59 * HIST_SUB)
-
-struct hist {
-	uint64_t n, sum, min, max;
-	uint64_t b[HIST_BUCKETS];
-};
-
-static unsigned hist_index(uint64_t v)
-{
-	unsigned e;
-
-	if (v < HIST_SUB)
-		return (unsigned)v;
-	e = 63u - (unsigned)__builtin_clzll(v);
-	return (e - 5) * HIST_SUB + (unsigned)((v >> (e - 6)) & (HIST_SUB - 1));
-}
-
-static uint64_t hist_value(unsigned i)
-{
-	unsigned e;
-
-	if (i < HIST_SUB)
-		return i;
-	e = i / HIST_SUB + 5;
-	return ((uint64_t)(HIST_SUB + i % HIST_SUB) << (e - 6)) + (((uint64_t)1 << (e - 6)) >> 1);
-}
-
-static void hist_add(struct hist *h, uint64_t v)
-{
-	if (h->n == 0 || v < h->min)
-		h->min = v;
-	if (v > h->max)
-		h->max = v;
-	h->n++;
-	h->sum += v;
-	h->b[hist_index(v)]++;
-}
-
-static void hist_merge(struct hist *d, const struct hist *s)
-{
-	if (s->n == 0)
-		return;
-	if (d->n == 0 || s->min < d->min)
-		d->min = s->min;
-	if (s->max > d->max)
-		d->max = s->max;
-	d->n += s->n;
-	d->sum += s->sum;
-	for (unsigned i = 0; i < HIST_BUCKETS; i++)
-		d->b[i] += s->b[i];
-}
-
-static double hist_quantile_us(const struct hist *h, double q)
-{
-	uint64_t rank, seen = 0, v = h->max;
-
-	if (h->n == 0)
-		return 0;
-	rank = (uint64_t)(q * (double)h->n + 0.999999);
-	if (rank < 1)
-		rank = 1;
-	for (unsigned i = 0; i < HIST_BUCKETS; i++) {
-		seen += h->b[i];
-		if (seen >= rank) {
-			v = hist_value(i);
-			break;
-		}
-	}
-	if (v > h->max)
-		v = h->max;
-	if (v < h->min)
-		v = h->min;
-	return (double)v / 1e3;
-}
 
 /* ------------------------------------------------------------ small bits */
 
