@@ -600,8 +600,11 @@ void rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, uint32_t len, cons
 	if (len == 0)
 		return;
 	rfa_chunks(off, len, &first, &last);
-	if (type != RF_AGENT_WRITE && type != RF_AGENT_ZERO && type != RF_AGENT_TRIM)
-		ok = false; /* unknown: resend what is on disk */
+	/* Unknown types, and trims: resend what is on disk. NBD lets a trim
+	 * leave old data readable, so only the disk knows what the range reads
+	 * now; the resend copies exactly that to the replica. */
+	if (type != RF_AGENT_WRITE && type != RF_AGENT_ZERO)
+		ok = false;
 	if (ok && type == RF_AGENT_WRITE && !buf)
 		ok = false;
 

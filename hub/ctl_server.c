@@ -125,8 +125,18 @@ void ctl_accept(struct hub *h)
 		if (fd < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				/* The connection stays pending and the listener
+				 * readable: stop watching it until the next tick
+				 * instead of spinning (and logging) on it. */
+				RF_WARN(SUBSYS, "accept: %s; not accepting until the next tick",
+				        strerror(errno));
+				h->accept_paused = true;
+				hub_ep_mod(h, h->lfd, 0, &h->listen_src);
+			} else if (errno != EAGAIN && errno != EWOULDBLOCK) {
 				RF_WARN(SUBSYS, "accept: %s", strerror(errno));
+			}
 			return;
 		}
 		if (h->stopping || h->nconns >= MAX_CONNS) {
@@ -525,6 +535,10 @@ void ctl_conn_event(struct ctl_conn *c, uint32_t events)
 
 void ctl_tick(struct hub *h, int64_t now)
 {
+	if (h->accept_paused) {
+		h->accept_paused = false;
+		hub_ep_mod(h, h->lfd, EPOLLIN, &h->listen_src);
+	}
 	for (struct ctl_conn *c = h->conns; c; c = c->next) {
 		if (c->dead)
 			continue;

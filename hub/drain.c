@@ -26,11 +26,14 @@
 #include "repfabric/log.h"
 
 #define SUBSYS "drain"
-/* Is @r something we may apply? Fills @vout, or @why. */
-static int check_record(struct agent *a, const struct rf_ring_record *r, struct volume **vout,
-                        char *why, size_t whylen)
+/*
+ * Is @r something we may apply? Fills @vout, or @why. @live: the volume must
+ * have been reported in the agent's current session (else owning it is
+ * enough).
+ */
+static int check_record(struct agent *a, const struct rf_ring_record *r, bool live,
+                        struct volume **vout, char *why, size_t whylen)
 {
-	bool live = a->conn != NULL;
 	struct volume *v;
 
 	*vout = NULL;
@@ -161,7 +164,7 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 			}
 			break;
 		}
-		if (check_record(a, &r, &v, why, sizeof(why))) {
+		if (check_record(a, &r, a->conn != NULL, &v, why, sizeof(why))) {
 			snprintf(
 			    what, sizeof(what),
 			    "invalid record seq %" PRIu64 " (%s, vol_id %u, %" PRIu64 "+%u): %s",
@@ -205,6 +208,10 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 		int crc = commit(a);
 
 		if (crc) {
+			/* Nothing of this batch is durable: peek it again next time
+			 * (a failed fdatasync may drop the pages and succeed later,
+			 * so the records must be written again, not skipped). */
+			rf_ring_rewind(a->ring);
 			a->drain_stuck = true;
 			a->drain_retry_at = hub_now_ms() + 1000;
 			return crc;
@@ -228,7 +235,9 @@ int drain_discard_invalid(struct agent *a)
 
 	if (!a->ring || rf_ring_peek(a->ring, &r, NULL))
 		return 0;
-	if (!check_record(a, &r, &v, why, sizeof(why)))
+	/* Only what can never apply goes: a volume this agent owns but has not
+	 * reported yet in this session keeps its records (the attach waits). */
+	if (!check_record(a, &r, false, &v, why, sizeof(why)))
 		return 0;
 	RF_ERR(SUBSYS,
 	       "agent %s: dropping invalid record seq %" PRIu64 " (%s, vol_id %u) left by an "

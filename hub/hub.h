@@ -214,6 +214,7 @@ struct volume {
 struct hub {
 	struct hub_config *cfg;
 	int epfd, sigfd, timerfd, lfd;
+	bool accept_paused; /* out of fds: the listener is off until the next tick */
 	struct ev_src sig_src, timer_src, listen_src, fab_src;
 	struct rf_fab_listener *fab;
 	int fab_fd;
@@ -308,7 +309,13 @@ int64_t hub_wall_ms(void);
 int pit_volume_init(struct volume *v);
 void pit_volume_fini(struct volume *v);
 int pit_owner_change(struct volume *v);
-void pit_ring_created(struct agent *a);
+/*
+ * @a is about to get a new ring, whose sequences start over: apply and
+ * reset the journals of its volumes first. Returns 0, or -errno when one
+ * could not be (the ring must then not be created: its records would be
+ * taken for ones already journaled).
+ */
+int pit_ring_new(struct agent *a);
 int pit_record(struct volume *v, const struct rf_ring_record *r);
 int pit_commit(struct volume *v);
 void pit_tick(struct hub *h, int64_t now);

@@ -59,25 +59,39 @@ static int fsync_dir(const char *dir)
 	return rc;
 }
 
+/* mkdir -p, making each directory it creates durable in its parent. */
 static int mkdir_p(const char *path)
 {
 	char buf[PATH_MAX];
 	size_t n = strlen(path);
+	char *s = buf + 1;
 
 	if (n >= sizeof(buf))
 		return -ENAMETOOLONG;
 	memcpy(buf, path, n + 1);
-	for (char *s = buf + 1; *s; s++) {
-		if (*s != '/')
+	for (;; s++) {
+		char c = *s;
+
+		if (c != '/' && c != '\0')
 			continue;
 		*s = '\0';
-		if (mkdir(buf, 0755) && errno != EEXIST)
+		if (mkdir(buf, 0755) == 0) {
+			char *slash = strrchr(buf, '/');
+			int rc;
+
+			/* The new directory's entry lives in its parent. */
+			*slash = '\0';
+			rc = fsync_dir(slash == buf ? "/" : buf);
+			*slash = '/';
+			if (rc)
+				return rc;
+		} else if (errno != EEXIST) {
 			return -errno;
-		*s = '/';
+		}
+		*s = c;
+		if (c == '\0')
+			return 0;
 	}
-	if (mkdir(buf, 0755) && errno != EEXIST)
-		return -errno;
-	return 0;
 }
 
 static int seg_path(const struct journal *j, uint64_t first_seq, char *buf, size_t len)
@@ -470,6 +484,8 @@ int journal_append(struct journal *j, uint64_t seq, int64_t time_ms, uint8_t typ
 	struct journal_seg *s;
 	int rc;
 
+	if (j->failed)
+		return -EIO;
 	if (j->have_last && seq <= j->last_seq)
 		return 1;
 	encode_hdr(hdr, &e);
@@ -516,12 +532,23 @@ int journal_sync(struct journal *j)
 {
 	int rc;
 
+	if (j->failed)
+		return -EIO;
 	if (j->need_sync && j->nsegs) {
 		/* Only the newest segment is appended to, but a roll leaves the
 		 * one before it possibly unsynced: sync both. */
-		for (size_t i = j->nsegs >= 2 ? j->nsegs - 2 : 0; i < j->nsegs; i++)
-			if (fdatasync(j->segs[i].fd))
-				return -errno;
+		for (size_t i = j->nsegs >= 2 ? j->nsegs - 2 : 0; i < j->nsegs; i++) {
+			if (fdatasync(j->segs[i].fd)) {
+				rc = -errno;
+				j->failed = true;
+				RF_ERR(SUBSYS,
+				       "%s: fdatasync of a journal segment failed: %s; the journal "
+				       "takes no more records until rephubd restarts (nothing "
+				       "published durable is lost: the ring keeps the rest)",
+				       j->dir, strerror(-rc));
+				return rc;
+			}
+		}
 	}
 	if (j->need_dirsync) {
 		rc = fsync_dir(j->dir);
@@ -554,7 +581,9 @@ static bool due(const struct journal *j, const struct journal_entry *e, int64_t 
 int journal_retire(struct journal *j, int img_fd, int64_t now_ms, bool force, uint64_t force_upto,
                    uint64_t max_bytes)
 {
-	uint64_t done_bytes = 0;
+	uint64_t done_bytes = 0, old_head = j->head, old_applied = j->applied_seq;
+	int64_t old_time = j->applied_time_ms;
+	bool old_have = j->have_applied;
 	int n = 0, rc = 0;
 
 	if (j->paused && !force)
@@ -590,8 +619,22 @@ int journal_retire(struct journal *j, int img_fd, int64_t now_ms, bool force, ui
 	if (fdatasync(img_fd)) {
 		int err = -errno;
 
-		RF_ERR(SUBSYS, "%s: fdatasync of the image failed: %s", j->dir, strerror(-err));
-		return err; /* "applied" not written: the entries are applied again */
+		/* The kernel may have dropped the pages it failed to write and
+		 * report success next time: take the entries back, so the next
+		 * retire writes them again instead of skipping them. */
+		RF_ERR(SUBSYS,
+		       "%s: fdatasync of the image failed: %s; the entries stay in the journal",
+		       j->dir, strerror(-err));
+		while (j->head > old_head) {
+			struct journal_entry *e = &j->ents[--j->head];
+
+			j->bytes += entry_bytes(e);
+			j->segs[e->seg].live++;
+		}
+		j->applied_seq = old_applied;
+		j->applied_time_ms = old_time;
+		j->have_applied = old_have;
+		return err;
 	}
 	rc = save_applied(j);
 	if (rc)

@@ -84,6 +84,12 @@ struct journal {
 	uint64_t last_seq; /* newest entry ever appended (dedup after a crash) */
 	int64_t last_time_ms;
 	bool need_sync, need_dirsync;
+	/* A segment fdatasync failed: the kernel may have dropped what it could
+	 * not write and report success later, so nothing appended since the
+	 * last good sync can be trusted. Appends and syncs fail until rephubd
+	 * restarts and rebuilds the journal from its segments (the ring still
+	 * holds every record that was not published durable). */
+	bool failed;
 	bool paused; /* a failover test runs: retire nothing */
 	uint8_t *buf;
 	size_t bufcap;

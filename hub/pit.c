@@ -95,7 +95,7 @@ int pit_owner_change(struct volume *v)
 }
 
 /* A new ring for @a: sequences restart, so its volumes' journals are applied and reset. */
-void pit_ring_created(struct agent *a)
+int pit_ring_new(struct agent *a)
 {
 	struct hub *h = a->hub;
 
@@ -107,14 +107,21 @@ void pit_ring_created(struct agent *a)
 			continue;
 		RF_WARN(
 		    SUBSYS,
-		    "volume %s: agent %s has a new ring (its sequences start over): the journal "
+		    "volume %s: agent %s gets a new ring (its sequences start over): the journal "
 		    "is applied to the recovery image and its points are forgotten",
 		    v->cfg->name, a->id);
-		rc = pit_owner_change(v);
-		if (rc)
-			RF_ERR(SUBSYS, "volume %s: cannot apply the journal: %s", v->cfg->name,
-			       strerror(-rc));
+		rc = v->fd < 0 ? -EIO : pit_owner_change(v);
+		if (rc) {
+			RF_ERR(
+			    SUBSYS,
+			    "volume %s: cannot apply the journal before agent %s gets a new ring: "
+			    "%s",
+			    v->cfg->name, a->id,
+			    v->fd < 0 ? "the recovery image is not open" : strerror(-rc));
+			return rc;
+		}
 	}
+	return 0;
 }
 
 int pit_record(struct volume *v, const struct rf_ring_record *r)

@@ -83,12 +83,14 @@ int agent_open_ring(struct agent *a)
 		return 0;
 	rc = access(a->ring_path, F_OK) == 0 ? rf_ring_open(&a->ring, a->ring_path) : -ENOENT;
 	if (rc == -ENOENT) {
-		rc = rf_ring_create(&a->ring, a->ring_path, a->hub->cfg->ring_size);
+		/* Its sequences start over: the journals go first, so a crash
+		 * in between leaves no new ring beside an old journal. */
+		rc = pit_ring_new(a);
+		if (!rc)
+			rc = rf_ring_create(&a->ring, a->ring_path, a->hub->cfg->ring_size);
 		if (!rc)
 			RF_INFO(SUBSYS, "agent %s: created ring %s (%" PRIu64 " bytes of data)",
 			        a->id, a->ring_path, a->hub->cfg->ring_size);
-		if (!rc)
-			pit_ring_created(a); /* its sequences start over */
 	} else if (!rc) {
 		RF_INFO(SUBSYS, "agent %s: opened ring %s (%" PRIu64 " bytes of data)", a->id,
 		        a->ring_path, rf_ring_data_size(a->ring));
@@ -260,7 +262,10 @@ void session_hello(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 		               a->id);
 		ctl_close_after_flush(old);
 	}
-	rc = agent_open_ring(a);
+	/* An existing ring is opened and drained now; a new one is only
+	 * created at the data attach, once the agent reported a volume of ours
+	 * (so a HELLO alone allocates nothing). */
+	rc = access(a->ring_path, F_OK) == 0 ? agent_open_ring(a) : 0;
 	if (rc) {
 		ctl_send_error(c, req_id, EIO, "the hub cannot open this agent's ring: %s",
 		               strerror(-rc));
@@ -366,8 +371,19 @@ int session_fab_attach(void *ctx, uint64_t token, struct rf_fab_ring_mem *mem)
 		return -ENOENT;
 	if (a->peer || a->attach_pending)
 		return -EBUSY;
-	if (!a->ring)
-		return -EIO;
+	if (!a->ring) {
+		bool owns = false;
+
+		for (size_t i = 0; i < h->nvols; i++)
+			owns |= h->vols[i].owner == a && h->vols[i].reported;
+		if (!owns) {
+			RF_WARN(SUBSYS, "agent %s: data attach before any volume was reported",
+			        a->id);
+			return -EPERM;
+		}
+		if (agent_open_ring(a))
+			return -EIO;
+	}
 	/* Apply what the ring holds; records an earlier producer left that
 	 * can never be applied (unknown volume, out of bounds) are dropped. */
 	do {

@@ -49,8 +49,11 @@ int sync_start(struct volume *v)
 	sync_stop(v);
 	/* A record carries at most rf_ring_max_payload() bytes of the ring. */
 	s->chunk = HUB_SYNC_CHUNK;
-	if (v->owner && v->owner->ring) {
-		uint64_t maxp = rf_ring_max_payload(rf_ring_data_size(v->owner->ring)) & ~4095ull;
+	if (v->owner) {
+		/* The agent's ring, or the one its data attach will create. */
+		uint64_t ds = v->owner->ring ? rf_ring_data_size(v->owner->ring)
+		                             : v->owner->hub->cfg->ring_size;
+		uint64_t maxp = rf_ring_max_payload(ds) & ~4095ull;
 
 		if (maxp && maxp < s->chunk)
 			s->chunk = maxp;

@@ -4,6 +4,8 @@
  * peek/consume, producer sessions and the recovery scan.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,8 @@ struct rf_ring {
 	struct ring_geom geom;
 	uint64_t head_pos; /* in-memory consumer head */
 	uint64_t head_seq;
+	uint64_t saved_pos; /* the head as last persisted */
+	uint64_t saved_seq;
 	uint64_t slot_count; /* update count of the newest head slot */
 	char *name;          /* for log lines */
 };
@@ -52,6 +56,30 @@ static int persist_fence(const void *addr, size_t len)
 {
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	return 0;
+}
+
+/* fsync the directory holding @path, so a new file's entry is durable. */
+static int fsync_parent(const char *path)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	int fd, ret = 0;
+
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == path)
+		strcpy(dir, "/");
+	else if ((size_t)(slash - path) < sizeof(dir))
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	else
+		return -ENAMETOOLONG;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd))
+		ret = -errno;
+	close(fd);
+	return ret;
 }
 
 static uint64_t new_ring_id(void)
@@ -139,8 +167,8 @@ static int format_header(struct rf_ring *r, uint64_t data_size)
 		return ret;
 
 	ring_geom_init(&r->geom, ring_id, data_size);
-	r->head_pos = 0;
-	r->head_seq = 1;
+	r->head_pos = r->saved_pos = 0;
+	r->head_seq = r->saved_seq = 1;
 	r->slot_count = 1;
 	return 0;
 }
@@ -179,8 +207,8 @@ static int load_header(struct rf_ring *r, bool exact)
 	if (bad_slot >= 0)
 		RF_WARN(RING_LOG, "%s: %s", r->name, reason);
 	ring_geom_init(&r->geom, info.ring_id, info.data_size);
-	r->head_pos = info.head_pos;
-	r->head_seq = info.head_seq;
+	r->head_pos = r->saved_pos = info.head_pos;
+	r->head_seq = r->saved_seq = info.head_seq;
 	r->slot_count = count;
 	RF_DEBUG(RING_LOG,
 	         "%s: ring %016" PRIx64 " data_size %" PRIu64 " head %" PRIu64 "/%" PRIu64, r->name,
@@ -236,6 +264,15 @@ int rf_ring_create(struct rf_ring **out, const char *path, uint64_t data_size)
 	if (ret) {
 		RF_ERR(RING_LOG, "%s: cannot persist the new header: %s", path, strerror(-ret));
 		goto err_free;
+	}
+	if (!devdax) {
+		ret = fsync_parent(path);
+		if (ret) {
+			RF_ERR(RING_LOG,
+			       "%s: cannot make the new file's directory entry durable: %s", path,
+			       strerror(-ret));
+			goto err_free;
+		}
 	}
 	RF_INFO(RING_LOG, "%s: created ring %016" PRIx64 " data_size %" PRIu64 " (%s)", path,
 	        r->geom.ring_id, data_size, is_pmem ? "pmem" : "msync");
@@ -466,7 +503,15 @@ int rf_ring_persist_head(struct rf_ring *ring)
 		return ret;
 	}
 	ring->slot_count = count;
+	ring->saved_pos = ring->head_pos;
+	ring->saved_seq = ring->head_seq;
 	return 0;
+}
+
+void rf_ring_rewind(struct rf_ring *ring)
+{
+	ring->head_pos = ring->saved_pos;
+	ring->head_seq = ring->saved_seq;
 }
 
 int rf_ring_consume(struct rf_ring *ring, const struct rf_ring_record *rec)

@@ -242,6 +242,14 @@ int rf_ring_advance(struct rf_ring *ring, const struct rf_ring_record *rec);
  */
 int rf_ring_persist_head(struct rf_ring *ring);
 
+/*
+ * Move the in-memory head back to the head last persisted (by
+ * rf_ring_persist_head, or as found at open). A consumer calls it when
+ * making the records it advanced over durable failed: the next peek
+ * returns them again, so they are applied again rather than skipped.
+ */
+void rf_ring_rewind(struct rf_ring *ring);
+
 /* rf_ring_advance() then rf_ring_persist_head(). Returns 0 or -errno. */
 int rf_ring_consume(struct rf_ring *ring, const struct rf_ring_record *rec);
 
