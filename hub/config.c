@@ -51,6 +51,8 @@ struct cfg_key {
 
 static int set_hostport(const struct cfg_key *k, const char *val, void *dst, char *why,
                         size_t whylen);
+static int set_opt_hostport(const struct cfg_key *k, const char *val, void *dst, char *why,
+                            size_t whylen);
 static int set_url(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen);
 static int set_dir(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen);
 static int set_ring_dir(const struct cfg_key *k, const char *val, void *dst, char *why,
@@ -78,6 +80,7 @@ static const struct cfg_key keys[] = {
     {"sync_rate", SEC_HUB, "0", 0, SIZE_1T, 1, HUB_NUM(sync_rate), set_size},
     {"resync_rate", SEC_HUB, "0", 0, SIZE_1T, 1, HUB_NUM(resync_rate), set_size},
     {"log_level", SEC_HUB, "info", 0, 0, 0, HUB_NUM(log_level), set_level},
+    {"metrics", SEC_HUB, "", 0, 0, 0, HUB_STR(metrics), set_opt_hostport},
     {"recovery", SEC_VOLUME, NULL, 0, 0, 0, VOL_STR(recovery), set_image},
     {"journal_time", SEC_VOLUME, "0", 0, 365 * DAY_MS, 0, VOL_NUM(journal_time_ms), set_duration},
     {"journal_size", SEC_VOLUME, "1G", SIZE_1M, SIZE_1T, 1, VOL_NUM(journal_size), set_size},
@@ -242,6 +245,15 @@ static int set_hostport(const struct cfg_key *k, const char *val, void *dst, cha
 	if (hub_check_hostport(val, why, whylen))
 		return -EINVAL;
 	return store_str(k, val, dst, why, whylen);
+}
+
+/* metrics: empty means off; otherwise HOST:PORT like control. */
+static int set_opt_hostport(const struct cfg_key *k, const char *val, void *dst, char *why,
+                            size_t whylen)
+{
+	if (val[0] == '\0')
+		return store_str(k, val, dst, why, whylen);
+	return set_hostport(k, val, dst, why, whylen);
 }
 
 /* The same rules as rf_fab_url_check(), with our own message (it logs its own). */

@@ -35,6 +35,7 @@ struct hub_config {
 	uint64_t sync_rate;      /* bytes per second per volume, 0 = unlimited */
 	uint64_t resync_rate;    /* the agent's resends, bytes/s per volume, 0 = unlimited */
 	enum rf_log_level log_level;
+	char metrics[256]; /* HOST:PORT of the Prometheus endpoint, "" = off */
 
 	struct hub_vol_config *vols;
 	size_t nvols;

@@ -8,6 +8,7 @@
  *   listener   the control channel's TCP socket
  *   conns      one per control connection (agents and repctl)
  *   fabric     rf_fab_listener_fd(): attach, DATA and DETACHED events
+ *   metrics    libmicrohttpd's epoll fd when `metrics` is set (metrics.c)
  *
  * Each turn: handle the ready fds, reap fabric events (always, since a
  * fence queues a DETACHED without making the fd readable), drain the rings
@@ -191,6 +192,9 @@ int hub_init(struct hub *h, struct hub_config *cfg)
 	rc = ctl_listen(h);
 	if (rc)
 		return rc;
+	rc = metrics_start(h);
+	if (rc)
+		return rc;
 	RF_INFO(SUBSYS, "ready: control %s, data %s, state %s, %zu volume(s)", cfg->control,
 	        cfg->data, cfg->state_dir, h->nvols);
 	return 0;
@@ -248,6 +252,9 @@ int hub_run(struct hub *h)
 				break;
 			case EV_FABRIC:
 				break; /* reaped below, every turn */
+			case EV_METRICS:
+				metrics_run(h);
+				break;
 			}
 		}
 		session_fab_poll(h);
@@ -258,6 +265,7 @@ int hub_run(struct hub *h)
 			session_tick(h, now);
 			sync_tick(h, now);
 			pit_tick(h, now);
+			metrics_run(h);
 		}
 		sync_pump(h, now);
 		ctl_reap(h);
@@ -288,6 +296,7 @@ void hub_fini(struct hub *h)
 				break;
 		}
 	}
+	metrics_stop(h);
 	ctl_close_all(h);
 	ctl_reap(h);
 	rf_fab_listener_close(&h->fab);

@@ -12,6 +12,7 @@
  *   sync.c        initial full sync (SYNC_READ / SYNC_POSTED)
  *   resync.c      resyncing <-> protected from PROGRESS, bytes resent
  *   status.c      STATUS -> JSON
+ *   metrics.c     the Prometheus endpoint (libmicrohttpd in the epoll loop)
  */
 #ifndef REPHUB_HUB_H
 #define REPHUB_HUB_H
@@ -45,7 +46,7 @@ struct journal;
 struct test_view;
 
 /* What an epoll registration points at. */
-enum ev_kind { EV_SIGNAL, EV_TIMER, EV_LISTEN, EV_CONN, EV_FABRIC };
+enum ev_kind { EV_SIGNAL, EV_TIMER, EV_LISTEN, EV_CONN, EV_FABRIC, EV_METRICS };
 
 struct ev_src {
 	enum ev_kind kind;
@@ -232,7 +233,14 @@ struct hub {
 	char volumes_dir[PATH_MAX];
 
 	uint64_t conns_accepted, protocol_errors, refusals;
+	struct hub_metrics *metrics; /* the Prometheus endpoint (metrics.c), or NULL */
 };
+
+/* metrics.c: the Prometheus endpoint, served from the hub's loop */
+int metrics_start(struct hub *h);
+void metrics_run(struct hub *h);
+void metrics_stop(struct hub *h);
+char *metrics_text(struct hub *h, size_t *len);
 
 /* hub.c */
 int64_t hub_now_ms(void);
@@ -337,5 +345,7 @@ void resync_ring_tail(struct agent *a);
 /* status.c */
 void status_request(struct ctl_conn *c, uint64_t req_id);
 char *status_json(struct hub *h, size_t *len);
+void status_agent_lag(const struct agent *a, uint64_t *recs, uint64_t *bytes);
+bool status_volume_caught_up(const struct volume *v);
 
 #endif /* REPHUB_HUB_H */

@@ -281,6 +281,17 @@ char *status_json(struct hub *h, size_t *len)
 	return b.p;
 }
 
+/* For metrics.c: the same numbers the status JSON shows. */
+void status_agent_lag(const struct agent *a, uint64_t *recs, uint64_t *bytes)
+{
+	agent_lag(a, recs, bytes);
+}
+
+bool status_volume_caught_up(const struct volume *v)
+{
+	return volume_caught_up(v);
+}
+
 void status_request(struct ctl_conn *c, uint64_t req_id)
 {
 	size_t len = 0;

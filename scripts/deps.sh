@@ -5,9 +5,10 @@
 RF_DEBIAN_PACKAGES=(
 	# build
 	gcc make cmake pkg-config clang-format clang libclang-rt-14-dev
-	# libraries (pkg-config names: libibverbs librdmacm libpmem cmocka nbdkit inih)
+	# libraries (pkg-config names: libibverbs librdmacm libpmem cmocka nbdkit inih
+	# libmicrohttpd)
 	libibverbs-dev librdmacm-dev ibverbs-providers rdma-core ibverbs-utils
-	libpmem-dev libcmocka-dev nbdkit nbdkit-plugin-dev libinih-dev
+	libpmem-dev libcmocka-dev nbdkit nbdkit-plugin-dev libinih-dev libmicrohttpd-dev
 	# soft-RoCE VM harness (tests/rxe-vm)
 	qemu-system-x86 busybox-static kmod cpio xz-utils zstd iproute2
 	# clients and tools used by functional tests

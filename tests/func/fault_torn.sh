@@ -28,7 +28,13 @@ for mode in torn crc; do
 	rf_wait_for 30 "the agent to attach" attached
 	sleep 1
 	kill -STOP "$fl_hub_pid"
-	sleep 1.5 # the guest writes; the records land in the stopped hub's ring
+	# The guest writes; the records land in the stopped hub's ring. Wait
+	# (bounded) until there are a few to tear one in the middle of.
+	sleep 1.5
+	for _ in $(seq 40); do
+		[ "$("$RF_BIN/rf-ring-tear" --mode count "$fl_ring_dir/vm1.ring")" -ge 4 ] && break
+		sleep 0.25
+	done
 	fl_kill_hub
 	out=$("$RF_BIN/rf-ring-tear" --mode "$mode" "$fl_ring_dir/vm1.ring") ||
 		rf_fail "round $round: rf-ring-tear failed: $out"

@@ -41,7 +41,8 @@ int main(int argc, char **argv)
 			goto usage;
 		mode = optarg;
 	}
-	if (optind + 1 != argc || (strcmp(mode, "torn") && strcmp(mode, "crc")))
+	if (optind + 1 != argc ||
+	    (strcmp(mode, "torn") && strcmp(mode, "crc") && strcmp(mode, "count")))
 		goto usage;
 	rc = rf_ring_open(&ring, argv[optind]);
 	if (rc) {
@@ -50,6 +51,11 @@ int main(int argc, char **argv)
 	}
 	rf_ring_head(ring, &hpos, &hseq);
 	rf_ring_scan(ring, &scan);
+	if (strcmp(mode, "count") == 0) { /* read-only: how many records landed */
+		printf("%" PRIu64 "\n", scan.records);
+		rf_ring_close(&ring);
+		return 0;
+	}
 	if (scan.records < 2) {
 		fprintf(stderr,
 		        "rf-ring-tear: only %" PRIu64 " record(s) after the head (seq %" PRIu64
@@ -96,6 +102,6 @@ int main(int argc, char **argv)
 	}
 	return 0;
 usage:
-	fprintf(stderr, "usage: rf-ring-tear RING_FILE [--mode torn|crc]\n");
+	fprintf(stderr, "usage: rf-ring-tear RING_FILE [--mode torn|crc|count]\n");
 	return 2;
 }

@@ -91,6 +91,7 @@ static void test_good(void **state)
 	         "  ring_size = 128M\n"
 	         "sync_rate = 100m\n"
 	         "log_level = debug\n"
+	         "metrics = 127.0.0.1:9470\n"
 	         "\n"
 	         "# a comment\n"
 	         "[volume vm1-disk0]\n"
@@ -105,12 +106,13 @@ static void test_good(void **state)
 	assert_int_equal(cfg.ring_size, 128ull << 20);
 	assert_int_equal(cfg.sync_rate, 100ull << 20);
 	assert_int_equal(cfg.log_level, RF_LOG_DEBUG);
+	assert_string_equal(cfg.metrics, "127.0.0.1:9470");
 	assert_int_equal(cfg.nvols, 2);
 	assert_string_equal(cfg.vols[0].name, "vm1-disk0");
 	assert_string_equal(cfg.vols[1].name, "vm1.disk_1");
 	assert_non_null(hub_config_volume(&cfg, "vm1.disk_1"));
 	assert_null(hub_config_volume(&cfg, "vm2"));
-	assert_int_equal(cfg.vols[1].line, 13);
+	assert_int_equal(cfg.vols[1].line, 14);
 	hub_config_free(&cfg);
 }
 
@@ -129,6 +131,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.nvols, 0);
 	assert_string_equal(cfg.ring_dir, ""); /* state_dir/rings */
 	assert_int_equal(cfg.resync_rate, 0);
+	assert_string_equal(cfg.metrics, ""); /* no metrics endpoint */
 	hub_config_free(&cfg);
 
 	snprintf(text, sizeof(text), "[hub]\nstate_dir = %s\nresync_rate = 8m\n", dir);
@@ -248,6 +251,8 @@ static void test_bad_size(void **state)
 	     "'1.5M' is not a size (digits with an optional K, M, G or T suffix)"},
 	    {"resync_rate", "2T", "'2T' is out of bounds (0..1099511627776 bytes)"},
 	    {"log_level", "loud", "'loud' is not a log level (err, warn, info or debug)"},
+	    {"metrics", "9470", "'9470' is not HOST:PORT ([IPv6]:PORT for IPv6)"},
+	    {"metrics", "127.0.0.1:0", "'127.0.0.1:0': the port must be a number in 1..65535"},
 	};
 	struct hub_config cfg;
 	char text[4096], want[512];
