@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "hist.h"
 #include "repfabric/fabric.h"
 #include "repfabric/log.h"
@@ -63,40 +64,6 @@ static double tv_s(struct timeval tv)
 }
 
 /* ------------------------------------------------------------ small bits */
-
-/* "4096", "4k", "64KiB", "16M", "1g" -> bytes; 0 on error. */
-static uint64_t parse_bytes(const char *s, const char **end)
-{
-	char *e;
-	uint64_t v = strtoull(s, &e, 10);
-
-	if (e == s)
-		return 0;
-	switch (*e) {
-	case 'k':
-	case 'K':
-		v <<= 10;
-		e++;
-		break;
-	case 'm':
-	case 'M':
-		v <<= 20;
-		e++;
-		break;
-	case 'g':
-	case 'G':
-		v <<= 30;
-		e++;
-		break;
-	}
-	if (strncmp(e, "iB", 2) == 0)
-		e += 2;
-	else if (*e == 'B' || *e == 'b')
-		e++;
-	if (end)
-		*end = e;
-	return v;
-}
 
 static void json_str(FILE *f, const char *s)
 {
@@ -881,7 +848,7 @@ int main(int argc, char **argv)
 			o.records = strtoull(optarg, NULL, 10);
 			break;
 		case 'z':
-			o.ring_size = parse_bytes(optarg, NULL);
+			o.ring_size = bench_parse_bytes(optarg, NULL);
 			break;
 		case 'j':
 			o.json = optarg;
@@ -936,7 +903,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	for (e = sizes; *e;) {
-		uint64_t v = parse_bytes(e, &e);
+		uint64_t v = bench_parse_bytes(e, &e);
 
 		if (v == 0 || v > rf_ring_max_payload(o.ring_size) || o.nsizes == MAX_SIZES ||
 		    (*e && *e != ',')) {

@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "hist.h"
 #include "repfabric/agent.h"
 #include "repfabric/log.h"
@@ -71,35 +72,6 @@ static void sleep_us(unsigned us)
 /* ------------------------------------------------------------ histogram */
 
 /* ------------------------------------------------------------ small bits */
-
-static uint64_t parse_bytes(const char *s)
-{
-	char *e;
-	uint64_t v = strtoull(s, &e, 10);
-
-	if (e == s)
-		return 0;
-	switch (*e) {
-	case 'k':
-	case 'K':
-		v <<= 10;
-		e++;
-		break;
-	case 'm':
-	case 'M':
-		v <<= 20;
-		e++;
-		break;
-	case 'g':
-	case 'G':
-		v <<= 30;
-		e++;
-		break;
-	}
-	if (strcmp(e, "iB") == 0 || strcmp(e, "B") == 0)
-		return v;
-	return *e ? 0 : v;
-}
 
 /* VmHWM / VmRSS of /proc/PID/status in KiB (pid 0: self); -1 if unknown. */
 static long proc_mem_kb(pid_t pid, const char *key)
@@ -601,10 +573,10 @@ int main(int argc, char **argv)
 			o.vols = (unsigned)atoi(optarg);
 			break;
 		case 'S':
-			o.vol_size = parse_bytes(optarg);
+			o.vol_size = bench_parse_bytes_all(optarg);
 			break;
 		case 's':
-			o.rec = (uint32_t)parse_bytes(optarg);
+			o.rec = (uint32_t)bench_parse_bytes_all(optarg);
 			break;
 		case 'q':
 			o.qd = (unsigned)atoi(optarg);
