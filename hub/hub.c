@@ -115,6 +115,7 @@ static int setup_signals(struct hub *h)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		return -errno;
 	h->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -205,6 +206,17 @@ static void on_signal(struct hub *h)
 	struct signalfd_siginfo si;
 
 	while (read(h->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGHUP) {
+			/* Volumes are referenced by live sessions, syncs and tests:
+			 * changing the list under them is not supported yet. Say so
+			 * instead of dying (SIGHUP's default) or pretending. */
+			RF_WARN(SUBSYS,
+			        "SIGHUP received: configuration reload is not supported; the "
+			        "hub keeps running with the configuration it started with. "
+			        "Restart rephubd to apply changes: agents reconnect and resend "
+			        "only their dirty regions");
+			continue;
+		}
 		if (!h->stopping)
 			RF_INFO(SUBSYS, "%s received: stopping", strsignal((int)si.ssi_signo));
 		h->stopping = true;

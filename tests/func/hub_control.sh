@@ -207,6 +207,12 @@ rc=0
 grep -q "repctl: vm1-disk0 not synced after 1 s: state disconnected" "$RF_TMP/wait.out" ||
 	{ cat "$RF_TMP/wait.out"; rf_fail "repctl wait's message"; }
 
+# ------------------------------------------------------------- SIGHUP
+rf_log "SIGHUP: not a reload (unsupported), not a death: a warning"
+kill -HUP "$hub_pid"
+rf_wait_for 5 "the SIGHUP warning" grep -q "configuration reload is not supported" "$log"
+still_serving "SIGHUP"
+
 # ------------------------------------------------------------- SIGTERM
 rf_log "SIGTERM"
 kill -TERM "$hub_pid"
