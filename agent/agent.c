@@ -517,6 +517,27 @@ void rf_agent_stop(struct rf_agent *a)
 	a->started = false;
 }
 
+int rf_agent_set_psk_file(struct rf_agent *a, const char *path)
+{
+	char why[4096 + 256];
+	int rc;
+
+	if (a->started)
+		return -EBUSY;
+	rf_auth_keys_free(&a->keys);
+	a->key = NULL;
+	rc = rf_auth_keys_load(&a->keys, path, why, sizeof(why));
+	if (!rc)
+		rc = rf_auth_key_pick(&a->keys, a->id, &a->key, why, sizeof(why));
+	if (rc) {
+		RF_ERR("agent", "psk_file: %s%s", why,
+		       rc == -ENOENT ? " (a line for this agent's id is needed)" : "");
+		rf_auth_keys_free(&a->keys);
+		return rc;
+	}
+	return 0;
+}
+
 void rf_agent_destroy(struct rf_agent **pa)
 {
 	struct rf_agent *a = pa ? *pa : NULL;
@@ -530,6 +551,7 @@ void rf_agent_destroy(struct rf_agent **pa)
 	for (unsigned i = 0; i < n; i++)
 		vol_free(a->vols[i]);
 	pthread_mutex_destroy(&a->lock);
+	rf_auth_keys_free(&a->keys);
 	free(a);
 	*pa = NULL;
 }

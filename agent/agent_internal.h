@@ -33,6 +33,7 @@
 #include "bitmap.h"
 #include "rangelock.h"
 #include "repfabric/agent.h"
+#include "repfabric/auth.h"
 #include "repfabric/fabric.h"
 #include "repfabric/ring.h"
 
@@ -157,6 +158,8 @@ struct rf_agent {
 	char hub[256];
 	char id[RF_CTL_MAX_NAME + 1];
 	struct rf_agent_opts opts;
+	struct rf_auth_keys keys;      /* rf_agent_set_psk_file() */
+	const struct rf_auth_key *key; /* ours, or NULL: no authentication */
 
 	pthread_mutex_t lock; /* see the lock order above */
 	struct rfa_rec *qhead, *qtail;

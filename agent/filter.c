@@ -32,6 +32,7 @@
 #include <nbdkit-filter.h>
 
 #include "repfabric/agent.h"
+#include "repfabric/auth.h"
 #include "repfabric/crc32c.h"
 #include "repfabric/ctl.h"
 #include "repfabric/log.h"
@@ -46,6 +47,7 @@ static char *cfg_bitmap;
 static char *cfg_bitmap_dir;
 static const char *cfg_agent_id;
 static uint64_t cfg_queue_limit;
+static char *cfg_psk_file;
 static char agent_id[RF_CTL_MAX_NAME + 1];
 
 /* A plugin context of a client connection, lent to the agent for reads. */
@@ -127,6 +129,11 @@ static int repagent_config(nbdkit_next_config *next, nbdkit_backend *nxdata, con
 			return -1;
 		}
 		cfg_agent_id = value;
+	} else if (strcmp(key, "repagent-psk-file") == 0) {
+		free(cfg_psk_file);
+		cfg_psk_file = nbdkit_absolute_path(value);
+		if (!cfg_psk_file)
+			return -1;
 	} else if (strcmp(key, "repagent-queue-limit") == 0) {
 		int64_t n = nbdkit_parse_size(value);
 
@@ -203,6 +210,22 @@ static int repagent_config_complete(nbdkit_next_config_complete *next, nbdkit_ba
 		             agent_id);
 		return -1;
 	}
+	if (cfg_psk_file) {
+		/* Check the key file now, so a mistake stops nbdkit at start-up. */
+		struct rf_auth_keys ks;
+		const struct rf_auth_key *k;
+		char why[4096 + 256];
+		int rc = rf_auth_keys_load(&ks, cfg_psk_file, why, sizeof(why));
+
+		if (!rc) {
+			rc = rf_auth_key_pick(&ks, agent_id, &k, why, sizeof(why));
+			rf_auth_keys_free(&ks);
+		}
+		if (rc) {
+			nbdkit_error("repagent-psk-file: %s (the agent id is '%s')", why, agent_id);
+			return -1;
+		}
+	}
 	return next(nxdata);
 }
 
@@ -213,6 +236,8 @@ static int repagent_config_complete(nbdkit_next_config_complete *next, nbdkit_ba
 	"                           name the client asks for)\n"                                   \
 	"repagent-bitmap-dir=DIR    bitmaps of other exports: DIR/EXPORT.bitmap\n"                 \
 	"repagent-agent-id=NAME     agent id (default: HOSTNAME-VOLUME, or HOSTNAME)\n"            \
+	"repagent-psk-file=FILE     key file (mode 0600) with this agent's key: authenticate\n"    \
+	"                           to the hub (its psk_file) in both directions\n"                \
 	"repagent-queue-limit=SIZE  write data queued for the hub before writes are only\n"        \
 	"                           tracked in the bitmap (default 64M)"
 
@@ -407,6 +432,10 @@ static int repagent_after_fork(nbdkit_backend *backend)
 		if (!f)
 			goto out_destroy;
 	}
+	if (cfg_psk_file && (rc = rf_agent_set_psk_file(agent, cfg_psk_file))) {
+		nbdkit_error("repagent: repagent-psk-file %s: %s", cfg_psk_file, strerror(-rc));
+		goto out_destroy;
+	}
 	rc = rf_agent_start(agent);
 	if (rc) {
 		nbdkit_error("repagent: cannot start the agent: %s", strerror(-rc));
@@ -438,6 +467,7 @@ static void repagent_cleanup(nbdkit_backend *backend)
 static void repagent_unload(void)
 {
 	free(cfg_bitmap);
+	free(cfg_psk_file);
 	free(cfg_bitmap_dir);
 }
 

@@ -823,6 +823,19 @@ static void ctl_connect(struct rf_agent *a)
 			        a->hub, strerror(-fd));
 		return;
 	}
+	if (a->key) {
+		char awhy[RF_CTL_MAX_TEXT];
+
+		rc = rf_auth_client(fd, a->key, (int)a->opts.connect_timeout_ms, NULL, awhy,
+		                    sizeof(awhy));
+		if (rc) {
+			snprintf(reason, sizeof(reason), "authentication failed: %s", awhy);
+			/* A refusal is a configuration problem: say it loudly, once. */
+			if (c->warned_down == 0 && rc != -ETIMEDOUT && rc != -ECONNRESET)
+				RF_ERR("agent", "hub %s: %s", a->hub, reason);
+			goto fail;
+		}
+	}
 	snprintf(hello.agent_id, sizeof(hello.agent_id), "%s", a->id);
 	len = rf_ctl_enc_hello(buf, sizeof(buf), &hello);
 	rc = len < 0 ? len

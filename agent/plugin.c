@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "repfabric/auth.h"
 #include "repfabric/ctl.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS
@@ -31,6 +32,9 @@
 
 static char *hub_addr;
 static char volume[RF_CTL_MAX_NAME + 1];
+static char *psk_file, *identity;
+static struct rf_auth_keys keys;
+static const struct rf_auth_key *psk_key; /* NULL: no authentication */
 
 struct conn {
 	int fd;
@@ -55,7 +59,16 @@ static int rp_config(const char *key, const char *value)
 		snprintf(volume, sizeof(volume), "%s", value);
 		return 0;
 	}
-	nbdkit_error("repagent-plugin: unknown parameter '%s' (hub=HOST:PORT volume=NAME)", key);
+	if (strcmp(key, "psk_file") == 0 || strcmp(key, "identity") == 0) {
+		char **dst = key[0] == 'p' ? &psk_file : &identity;
+
+		free(*dst);
+		*dst = key[0] == 'p' ? nbdkit_absolute_path(value) : strdup(value);
+		return *dst ? 0 : -1;
+	}
+	nbdkit_error("repagent-plugin: unknown parameter '%s' (hub=HOST:PORT volume=NAME "
+	             "[psk_file=FILE identity=NAME])",
+	             key);
 	return -1;
 }
 
@@ -65,6 +78,21 @@ static int rp_config_complete(void)
 		nbdkit_error("repagent-plugin: hub=HOST:PORT and volume=NAME are required");
 		return -1;
 	}
+	if (identity && !psk_file) {
+		nbdkit_error("repagent-plugin: identity= needs psk_file=");
+		return -1;
+	}
+	if (psk_file) {
+		char why[4096 + 256];
+		int rc = rf_auth_keys_load(&keys, psk_file, why, sizeof(why));
+
+		if (!rc)
+			rc = rf_auth_key_pick(&keys, identity, &psk_key, why, sizeof(why));
+		if (rc) {
+			nbdkit_error("repagent-plugin: psk_file: %s", why);
+			return -1;
+		}
+	}
 	return 0;
 }
 
@@ -72,6 +100,11 @@ static void rp_unload(void)
 {
 	free(hub_addr);
 	hub_addr = NULL;
+	free(psk_file);
+	free(identity);
+	psk_file = identity = NULL;
+	psk_key = NULL;
+	rf_auth_keys_free(&keys);
 }
 
 /*
@@ -126,12 +159,12 @@ static int open_view(struct conn *c)
 	struct rf_ctl_hdr h;
 	const char *why = "";
 	uint8_t pl[128];
+	char awhy[RF_CTL_MAX_TEXT + 128];
 	int n, rc;
 
-	c->fd = rf_ctl_dial(hub_addr, DIAL_MS);
+	c->fd = rf_auth_dial(hub_addr, psk_key, DIAL_MS, awhy, sizeof(awhy));
 	if (c->fd < 0) {
-		nbdkit_error("repagent-plugin: cannot reach hub at %s: %s", hub_addr,
-		             strerror(-c->fd));
+		nbdkit_error("repagent-plugin: hub at %s: %s", hub_addr, awhy);
 		return c->fd;
 	}
 	snprintf(m.name, sizeof(m.name), "%s", volume);
@@ -304,7 +337,10 @@ static struct nbdkit_plugin plugin = {
     .config = rp_config,
     .config_complete = rp_config_complete,
     .config_help = "hub=HOST:PORT   rephubd's control address\n"
-                   "volume=NAME     the volume whose failover test to serve",
+                   "volume=NAME     the volume whose failover test to serve\n"
+                   "psk_file=FILE   key file (mode 0600): authenticate to the hub\n"
+                   "identity=NAME   the key to use (an admin identity; default: the\n"
+                   "                file's only key)",
     .unload = rp_unload,
     .open = rp_open,
     .close = rp_close,

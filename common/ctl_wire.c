@@ -634,6 +634,79 @@ int rf_ctl_dec_admin_ok(const uint8_t *p, size_t len, struct rf_ctl_admin_ok *m,
 	return r_done(&r, why);
 }
 
+/* ---- authentication ----------------------------------------------------- */
+
+int rf_ctl_enc_auth_start(uint8_t *buf, size_t cap, const struct rf_ctl_auth_start *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	if (!rf_ctl_name_ok(m->identity))
+		return -EINVAL;
+	w_le(&w, m->method, 2);
+	w_str(&w, m->identity, RF_CTL_MAX_NAME);
+	w_bytes(&w, m->nonce, RF_AUTH_NONCE_LEN);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_auth_start(const uint8_t *p, size_t len, struct rf_ctl_auth_start *m,
+                          const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+	const uint8_t *n;
+
+	m->method = (uint16_t)r_le(&r, 2);
+	r_str(&r, m->identity, RF_CTL_MAX_NAME);
+	if (!r.why && !rf_ctl_name_ok(m->identity))
+		r.why = "not a valid identity name";
+	n = r_take(&r, RF_AUTH_NONCE_LEN);
+	if (n)
+		memcpy(m->nonce, n, RF_AUTH_NONCE_LEN);
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_auth_blob(uint8_t *buf, size_t cap, const struct rf_ctl_auth_blob *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	w_bytes(&w, m->b, sizeof(m->b));
+	return w_done(&w);
+}
+
+int rf_ctl_dec_auth_blob(const uint8_t *p, size_t len, struct rf_ctl_auth_blob *m, const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+	const uint8_t *b = r_take(&r, sizeof(m->b));
+
+	if (b)
+		memcpy(m->b, b, sizeof(m->b));
+	return r_done(&r, why);
+}
+
+int rf_ctl_enc_auth_ok(uint8_t *buf, size_t cap, const struct rf_ctl_auth_ok *m)
+{
+	struct wbuf w = WBUF(buf, cap);
+
+	if (m->role != RF_AUTH_ROLE_AGENT && m->role != RF_AUTH_ROLE_ADMIN)
+		return -EINVAL;
+	w_le(&w, m->role, 1);
+	w_bytes(&w, m->mac, RF_AUTH_MAC_LEN);
+	return w_done(&w);
+}
+
+int rf_ctl_dec_auth_ok(const uint8_t *p, size_t len, struct rf_ctl_auth_ok *m, const char **why)
+{
+	struct rbuf r = RBUF(p, len);
+	const uint8_t *mac;
+
+	m->role = (uint8_t)r_le(&r, 1);
+	if (!r.why && m->role != RF_AUTH_ROLE_AGENT && m->role != RF_AUTH_ROLE_ADMIN)
+		r.why = "unknown role";
+	mac = r_take(&r, RF_AUTH_MAC_LEN);
+	if (mac)
+		memcpy(m->mac, mac, RF_AUTH_MAC_LEN);
+	return r_done(&r, why);
+}
+
 /* ---- blocking helpers ------------------------------------------------- */
 
 int rf_ctl_dial(const char *hostport, int timeout_ms)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "repfabric/auth.h"
 #include "repfabric/fabric.h"
 #include "repfabric/ring.h"
 
@@ -62,6 +63,10 @@ static int set_size(const struct cfg_key *k, const char *val, void *dst, char *w
 static int set_level(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen);
 static int set_duration(const struct cfg_key *k, const char *val, void *dst, char *why,
                         size_t whylen);
+static int set_psk_file(const struct cfg_key *k, const char *val, void *dst, char *why,
+                        size_t whylen);
+static int set_opt_name(const struct cfg_key *k, const char *val, void *dst, char *why,
+                        size_t whylen);
 
 #define HUB_STR(f) offsetof(struct hub_config, f), sizeof(((struct hub_config *)0)->f)
 #define HUB_NUM(f) offsetof(struct hub_config, f), 0
@@ -81,9 +86,11 @@ static const struct cfg_key keys[] = {
     {"resync_rate", SEC_HUB, "0", 0, SIZE_1T, 1, HUB_NUM(resync_rate), set_size},
     {"log_level", SEC_HUB, "info", 0, 0, 0, HUB_NUM(log_level), set_level},
     {"metrics", SEC_HUB, "", 0, 0, 0, HUB_STR(metrics), set_opt_hostport},
+    {"psk_file", SEC_HUB, "", 0, 0, 0, HUB_STR(psk_file), set_psk_file},
     {"recovery", SEC_VOLUME, NULL, 0, 0, 0, VOL_STR(recovery), set_image},
     {"journal_time", SEC_VOLUME, "0", 0, 365 * DAY_MS, 0, VOL_NUM(journal_time_ms), set_duration},
     {"journal_size", SEC_VOLUME, "1G", SIZE_1M, SIZE_1T, 1, VOL_NUM(journal_size), set_size},
+    {"agent", SEC_VOLUME, "", 0, 0, 0, VOL_STR(agent), set_opt_name},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -244,6 +251,35 @@ static int set_hostport(const struct cfg_key *k, const char *val, void *dst, cha
 {
 	if (hub_check_hostport(val, why, whylen))
 		return -EINVAL;
+	return store_str(k, val, dst, why, whylen);
+}
+
+/* psk_file: empty means no authentication; else a key file that loads. */
+static int set_psk_file(const struct cfg_key *k, const char *val, void *dst, char *why,
+                        size_t whylen)
+{
+	struct rf_auth_keys ks;
+
+	if (val[0] == '\0')
+		return store_str(k, val, dst, why, whylen);
+	if (val[0] != '/') {
+		snprintf(why, whylen, "'%s' is not an absolute path", val);
+		return -EINVAL;
+	}
+	if (rf_auth_keys_load(&ks, val, why, whylen))
+		return -EINVAL;
+	rf_auth_keys_free(&ks);
+	return store_str(k, val, dst, why, whylen);
+}
+
+/* agent: empty (any agent may report the volume) or an agent id. */
+static int set_opt_name(const struct cfg_key *k, const char *val, void *dst, char *why,
+                        size_t whylen)
+{
+	if (val[0] && !rf_ctl_name_ok(val)) {
+		snprintf(why, whylen, "'%s' is not 1..64 of [A-Za-z0-9._-]", val);
+		return -EINVAL;
+	}
 	return store_str(k, val, dst, why, whylen);
 }
 

@@ -17,11 +17,12 @@
 
 struct hub_vol_config {
 	char name[RF_CTL_MAX_NAME + 1];
-	char recovery[PATH_MAX];  /* the recovery image (absolute path) */
-	uint64_t journal_time_ms; /* retention window; 0 = no journal */
-	uint64_t journal_size;    /* retention bytes */
-	int line;                 /* line of the [volume NAME] header */
-	unsigned seen;            /* bit per table key: set in the file */
+	char recovery[PATH_MAX];         /* the recovery image (absolute path) */
+	uint64_t journal_time_ms;        /* retention window; 0 = no journal */
+	uint64_t journal_size;           /* retention bytes */
+	char agent[RF_CTL_MAX_NAME + 1]; /* "" = any agent; else only this one may report it */
+	int line;                        /* line of the [volume NAME] header */
+	unsigned seen;                   /* bit per table key: set in the file */
 	int seen_line[16];
 };
 
@@ -35,7 +36,8 @@ struct hub_config {
 	uint64_t sync_rate;      /* bytes per second per volume, 0 = unlimited */
 	uint64_t resync_rate;    /* the agent's resends, bytes/s per volume, 0 = unlimited */
 	enum rf_log_level log_level;
-	char metrics[256]; /* HOST:PORT of the Prometheus endpoint, "" = off */
+	char metrics[256];       /* HOST:PORT of the Prometheus endpoint, "" = off */
+	char psk_file[PATH_MAX]; /* the control channel's keys; "" = no authentication */
 
 	struct hub_vol_config *vols;
 	size_t nvols;

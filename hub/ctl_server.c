@@ -363,7 +363,15 @@ static void dispatch(struct ctl_conn *c)
 	const uint8_t *p = c->pl;
 
 	c->frames_in++;
+	if (!auth_allows(c, c->h.type, req))
+		return;
 	switch (c->h.type) {
+	case RF_CTL_AUTH_START:
+		auth_start(c, req, p, len);
+		break;
+	case RF_CTL_AUTH_PROOF:
+		auth_proof(c, req, p, len);
+		break;
 	case RF_CTL_HELLO:
 		session_hello(c, req, p, len);
 		break;
@@ -411,6 +419,8 @@ static void dispatch(struct ctl_conn *c)
 	case RF_CTL_IO_DONE:
 	case RF_CTL_POINTS_OK:
 	case RF_CTL_ADMIN_OK:
+	case RF_CTL_AUTH_CHALLENGE:
+	case RF_CTL_AUTH_OK:
 		ctl_send_error(c, req, EOPNOTSUPP,
 		               "message type %u (%s) is sent by the hub, not to it", c->h.type,
 		               type_name(c->h.type));

@@ -182,6 +182,9 @@ int hub_init(struct hub *h, struct hub_config *cfg)
 		RF_ERR(SUBSYS, "cannot set up the timer: %s", strerror(-rc));
 		return rc;
 	}
+	rc = auth_init(h);
+	if (rc)
+		return rc;
 	rc = volumes_init(h);
 	if (rc)
 		return rc;
@@ -314,6 +317,7 @@ void hub_fini(struct hub *h)
 	rf_fab_listener_close(&h->fab);
 	h->fab_fd = -1;
 	volumes_fini(h);
+	auth_fini(h);
 	while (h->agents) {
 		struct agent *a = h->agents;
 

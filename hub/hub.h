@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "repfabric/auth.h"
 #include "repfabric/ctl.h"
 #include "repfabric/fabric.h"
 #include "repfabric/ring.h"
@@ -84,6 +85,12 @@ struct ctl_conn {
 
 	struct agent *agent; /* set by HELLO */
 	uint64_t frames_in;
+
+	/* authentication (auth.c): AUTH_START, then AUTH_PROOF */
+	enum { AUTH_NONE = 0, AUTH_CHALLENGED, AUTH_DONE } auth;
+	enum rf_auth_role role; /* when AUTH_DONE */
+	char auth_id[RF_CTL_MAX_NAME + 1];
+	uint8_t auth_nc[RF_AUTH_NONCE_LEN], auth_nh[RF_AUTH_NONCE_LEN];
 };
 
 /* ---- agents (session.c) ------------------------------------------------ */
@@ -233,6 +240,9 @@ struct hub {
 	char volumes_dir[PATH_MAX];
 
 	uint64_t conns_accepted, protocol_errors, refusals;
+	struct rf_auth_keys keys; /* from psk_file (auth.c) */
+	bool auth_on;             /* psk_file is set: every connection authenticates */
+	uint64_t auth_ok, auth_failures;
 	struct hub_metrics *metrics; /* the Prometheus endpoint (metrics.c), or NULL */
 };
 
@@ -241,6 +251,14 @@ int metrics_start(struct hub *h);
 void metrics_run(struct hub *h);
 void metrics_stop(struct hub *h);
 char *metrics_text(struct hub *h, size_t *len);
+
+/* auth.c: the control channel's PSK challenge-response */
+int auth_init(struct hub *h);
+void auth_fini(struct hub *h);
+void auth_start(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
+void auth_proof(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
+/* May @c send a message of @type? If not, it was answered (and maybe closed). */
+bool auth_allows(struct ctl_conn *c, uint16_t type, uint64_t req_id);
 
 /* hub.c */
 int64_t hub_now_ms(void);

@@ -246,6 +246,16 @@ void session_hello(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 		ctl_close_after_flush(c);
 		return;
 	}
+	if (h->auth_on && strcmp(c->auth_id, m.agent_id) != 0) {
+		RF_WARN(SUBSYS, "%s: authenticated as '%s' but HELLO names agent '%s': refused",
+		        c->peer, c->auth_id, m.agent_id);
+		h->auth_failures++;
+		ctl_send_error(c, req_id, EACCES,
+		               "authenticated as '%s': a HELLO may only name that agent",
+		               c->auth_id);
+		ctl_close_after_flush(c);
+		return;
+	}
 	a = agent_get(h, m.agent_id);
 	if (!a) {
 		ctl_send_error(c, req_id, ENOMEM, "out of memory");

@@ -8,7 +8,7 @@ RF_DEBIAN_PACKAGES=(
 	# libraries (pkg-config names: libibverbs librdmacm libpmem cmocka nbdkit inih
 	# libmicrohttpd)
 	libibverbs-dev librdmacm-dev ibverbs-providers rdma-core ibverbs-utils
-	libpmem-dev libcmocka-dev nbdkit nbdkit-plugin-dev libinih-dev libmicrohttpd-dev
+	libpmem-dev libcmocka-dev nbdkit nbdkit-plugin-dev libinih-dev libmicrohttpd-dev libssl-dev
 	# soft-RoCE VM harness (tests/rxe-vm)
 	qemu-system-x86 busybox-static kmod cpio xz-utils zstd iproute2
 	# clients and tools used by functional tests

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "repctl_conn.h"
 #include "repctl_pit.h"
 #include "repfabric/ctl.h"
 
@@ -120,9 +121,10 @@ static int roundtrip(const char *hub, uint16_t type, const uint8_t *pl, uint32_t
 	const char *why = "";
 	int fd, rc;
 
-	fd = rf_ctl_dial(hub, DIAL_MS);
+	fd = repctl_dial(hub, DIAL_MS);
 	if (fd < 0) {
-		fprintf(stderr, "repctl: cannot reach hub at %s: %s\n", hub, strerror(-fd));
+		if (fd != -EKEYREJECTED)
+			fprintf(stderr, "repctl: cannot reach hub at %s: %s\n", hub, strerror(-fd));
 		return EXIT_HUB;
 	}
 	rc = rf_ctl_send(fd, type, 1, pl, len, NULL, 0);

@@ -131,6 +131,16 @@ int rf_agent_new(struct rf_agent **out, const char *hub, const char *agent_id,
                  const struct rf_agent_opts *opts);
 
 /*
+ * Authenticate to the hub with the key for this agent's id from the key file
+ * @path (docs/PROTOCOL.md, "Authentication"; mode 0600, lines
+ * "IDENTITY HEXKEY [ROLE]"). Call before rf_agent_start(). From then on the
+ * agent talks only to a hub that proves it holds the same key. Returns 0,
+ * -ENOENT (no key for the id), -EACCES (the file's mode), -EINVAL, -errno;
+ * the reason is logged.
+ */
+int rf_agent_set_psk_file(struct rf_agent *a, const char *path);
+
+/*
  * Add a volume: open (or create, or recreate when it does not match) its
  * dirty bitmap. Chunks the bitmap marks dirty are resent once attached.
  * May be called before or after rf_agent_start(); the volume is reported to

@@ -55,7 +55,12 @@ enum rf_ctl_type {
 	RF_CTL_POINTS_OK = 49, /* reply: the journal's range */
 	RF_CTL_ADMIN = 50,     /* request: test start/stop, failover */
 	RF_CTL_ADMIN_OK = 51,  /* reply: point, time, a message */
-	/* 39..47 (redirected IO), 52..63 (failover and administration) and 64..79
+	/* authentication (docs/PROTOCOL.md, "Authentication") */
+	RF_CTL_AUTH_START = 64,     /* client -> hub request: method, identity, nonce */
+	RF_CTL_AUTH_CHALLENGE = 65, /* reply: the hub's nonce */
+	RF_CTL_AUTH_PROOF = 66,     /* client -> hub request: the client's MAC */
+	RF_CTL_AUTH_OK = 67,        /* reply: role, the hub's MAC */
+	/* 39..47 (redirected IO), 52..63 (failover and administration) and 68..79
 	 * (authentication) are reserved. */
 };
 
@@ -231,6 +236,30 @@ struct rf_ctl_admin_ok {
 	char text[RF_CTL_MAX_TEXT + 1]; /* for people: what was done, image paths */
 };
 
+/* ---- authentication (64..79) ---- */
+
+#define RF_AUTH_METHOD_HMAC_SHA256 1
+#define RF_AUTH_NONCE_LEN          32
+#define RF_AUTH_MAC_LEN            32
+
+enum rf_auth_role { RF_AUTH_ROLE_AGENT = 1, RF_AUTH_ROLE_ADMIN = 2 };
+
+struct rf_ctl_auth_start {
+	uint16_t method; /* RF_AUTH_METHOD_HMAC_SHA256 */
+	char identity[RF_CTL_MAX_NAME + 1];
+	uint8_t nonce[RF_AUTH_NONCE_LEN];
+};
+
+/* AUTH_CHALLENGE: the hub's nonce; AUTH_PROOF: the client's MAC. */
+struct rf_ctl_auth_blob {
+	uint8_t b[RF_AUTH_NONCE_LEN]; /* == RF_AUTH_MAC_LEN */
+};
+
+struct rf_ctl_auth_ok {
+	uint8_t role; /* enum rf_auth_role */
+	uint8_t mac[RF_AUTH_MAC_LEN];
+};
+
 /*
  * Encoders write the payload into @buf (capacity @cap) and return its length,
  * or -ENOBUFS / -EINVAL (a string too long or not a valid name).
@@ -278,6 +307,16 @@ int rf_ctl_enc_admin(uint8_t *buf, size_t cap, const struct rf_ctl_admin *m);
 int rf_ctl_dec_admin(const uint8_t *p, size_t len, struct rf_ctl_admin *m, const char **why);
 int rf_ctl_enc_admin_ok(uint8_t *buf, size_t cap, const struct rf_ctl_admin_ok *m);
 int rf_ctl_dec_admin_ok(const uint8_t *p, size_t len, struct rf_ctl_admin_ok *m, const char **why);
+
+int rf_ctl_enc_auth_start(uint8_t *buf, size_t cap, const struct rf_ctl_auth_start *m);
+int rf_ctl_dec_auth_start(const uint8_t *p, size_t len, struct rf_ctl_auth_start *m,
+                          const char **why);
+/* AUTH_CHALLENGE and AUTH_PROOF: exactly 32 bytes. */
+int rf_ctl_enc_auth_blob(uint8_t *buf, size_t cap, const struct rf_ctl_auth_blob *m);
+int rf_ctl_dec_auth_blob(const uint8_t *p, size_t len, struct rf_ctl_auth_blob *m,
+                         const char **why);
+int rf_ctl_enc_auth_ok(uint8_t *buf, size_t cap, const struct rf_ctl_auth_ok *m);
+int rf_ctl_dec_auth_ok(const uint8_t *p, size_t len, struct rf_ctl_auth_ok *m, const char **why);
 
 /* True when @s is a valid volume/agent name: 1..64 of [A-Za-z0-9._-]. */
 bool rf_ctl_name_ok(const char *s);

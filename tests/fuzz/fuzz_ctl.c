@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "repfabric/auth.h"
 #include "repfabric/ctl.h"
 #include "repfabric/log.h"
 
@@ -30,8 +31,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct rf_ctl_sync_read sr;
 	struct rf_ctl_sync_posted sp;
 	struct rf_ctl_volume_state vs;
+	struct rf_ctl_auth_start as;
+	struct rf_ctl_auth_blob ab;
+	struct rf_ctl_auth_ok ao;
+	struct rf_auth_keys ks;
 	const uint8_t *p = data;
 	const char *why = NULL;
+	char ebuf[256];
 	size_t len = size;
 
 	rf_log_set_sink(quiet_sink, NULL);
@@ -51,5 +57,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rf_ctl_dec_sync_posted(p, len, &sp, &why);
 	rf_ctl_dec_volume_state(p, len, &vs, &why);
 	rf_ctl_dec_progress(p, len, &progress, &why);
+	rf_ctl_dec_auth_start(p, len, &as, &why);
+	rf_ctl_dec_auth_blob(p, len, &ab, &why);
+	rf_ctl_dec_auth_ok(p, len, &ao, &why);
+	/* The key file parser reads text from disk: the same bytes as a file. */
+	if (rf_auth_keys_parse(&ks, (const char *)data, size, "fuzz", ebuf, sizeof(ebuf)) == 0)
+		rf_auth_keys_free(&ks);
 	return 0;
 }

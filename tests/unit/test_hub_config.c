@@ -166,6 +166,19 @@ static void test_unknown_key(void **state)
 	assert_int_equal(load(&cfg, text), -EINVAL);
 	expect_error(&cfg, "5: key 'size' in [volume a]: unknown key");
 	hub_config_free(&cfg);
+
+	snprintf(text, sizeof(text),
+	         "[hub]\nstate_dir = %s\n[volume a]\nrecovery = %s/a.img\nagent = vm 1\n", dir,
+	         dir);
+	assert_int_equal(load(&cfg, text), -EINVAL);
+	expect_error(&cfg, "5: key 'agent' in [volume a]: 'vm 1' is not 1..64 of [A-Za-z0-9._-]");
+	hub_config_free(&cfg);
+
+	snprintf(text, sizeof(text),
+	         "[hub]\nstate_dir = %s\n[volume a]\nrecovery = %s/a.img\nagent = vm1\n", dir, dir);
+	assert_int_equal(load(&cfg, text), 0);
+	assert_string_equal(cfg.vols[0].agent, "vm1");
+	hub_config_free(&cfg);
 }
 
 static void test_bad_address(void **state)
@@ -253,6 +266,9 @@ static void test_bad_size(void **state)
 	    {"log_level", "loud", "'loud' is not a log level (err, warn, info or debug)"},
 	    {"metrics", "9470", "'9470' is not HOST:PORT ([IPv6]:PORT for IPv6)"},
 	    {"metrics", "127.0.0.1:0", "'127.0.0.1:0': the port must be a number in 1..65535"},
+	    {"psk_file", "keys.psk", "'keys.psk' is not an absolute path"},
+	    {"psk_file", "/nonexistent/keys.psk",
+	     "/nonexistent/keys.psk: cannot open: No such file or directory"},
 	};
 	struct hub_config cfg;
 	char text[4096], want[512];

@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The hub's side of the control channel's authentication (docs/PROTOCOL.md,
+ * "Authentication"): with psk_file set, a connection sends AUTH_START and
+ * AUTH_PROOF before anything else; its identity's role then decides what
+ * it may send. Without psk_file nothing is checked (and the start-up log
+ * says so).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "hub.h"
+#include "repfabric/log.h"
+
+#define SUBSYS "auth"
+
+int auth_init(struct hub *h)
+{
+	char why[PATH_MAX + 256];
+	int rc;
+
+	if (!h->cfg->psk_file[0]) {
+		RF_WARN(SUBSYS,
+		        "no psk_file: the control channel is not authenticated; any "
+		        "host that reaches %s can act as an agent or an administrator",
+		        h->cfg->control);
+		return 0;
+	}
+	rc = rf_auth_keys_load(&h->keys, h->cfg->psk_file, why, sizeof(why));
+	if (rc) {
+		RF_ERR(SUBSYS, "%s", why);
+		return rc;
+	}
+	h->auth_on = true;
+	RF_INFO(SUBSYS, "control channel authentication on: %zu key(s) from %s", h->keys.n,
+	        h->cfg->psk_file);
+	return 0;
+}
+
+void auth_fini(struct hub *h)
+{
+	rf_auth_keys_free(&h->keys);
+	h->auth_on = false;
+}
+
+static const char *role_name(enum rf_auth_role r)
+{
+	return r == RF_AUTH_ROLE_ADMIN ? "admin" : "agent";
+}
+
+/* Refuse, log once with the reason, count, close. */
+static void refuse(struct ctl_conn *c, uint64_t req_id, const char *reason)
+{
+	c->hub->auth_failures++;
+	RF_WARN(SUBSYS, "%s: authentication as '%s' refused: %s", c->peer,
+	        c->auth_id[0] ? c->auth_id : "?", reason);
+	ctl_send_error(c, req_id, EACCES, "authentication failed");
+	ctl_close_after_flush(c);
+}
+
+void auth_start(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
+{
+	struct rf_ctl_auth_start m;
+	struct rf_ctl_auth_blob ch;
+	uint8_t buf[64];
+	const char *why = NULL;
+	int n;
+
+	if (!c->hub->auth_on) {
+		ctl_send_error(c, req_id, EOPNOTSUPP,
+		               "this hub does not authenticate (no psk_file in its configuration)");
+		return;
+	}
+	if (c->auth != AUTH_NONE) {
+		refuse(c, req_id, "a second AUTH_START on the connection");
+		return;
+	}
+	if (rf_ctl_dec_auth_start(p, len, &m, &why)) {
+		c->hub->protocol_errors++;
+		refuse(c, req_id, why);
+		return;
+	}
+	snprintf(c->auth_id, sizeof(c->auth_id), "%s", m.identity);
+	if (m.method != RF_AUTH_METHOD_HMAC_SHA256) {
+		refuse(c, req_id, "unknown method (1 = HMAC-SHA256 is the only one)");
+		return;
+	}
+	/* An unknown identity gets a challenge too: it fails at the proof,
+	 * so the answer does not tell which identities exist. */
+	memcpy(c->auth_nc, m.nonce, sizeof(c->auth_nc));
+	if (rf_auth_random(c->auth_nh, sizeof(c->auth_nh))) {
+		ctl_send_error(c, req_id, EIO, "the hub has no random bytes for a nonce");
+		ctl_close_after_flush(c);
+		return;
+	}
+	memcpy(ch.b, c->auth_nh, sizeof(ch.b));
+	n = rf_ctl_enc_auth_blob(buf, sizeof(buf), &ch);
+	c->auth = AUTH_CHALLENGED;
+	ctl_send(c, RF_CTL_AUTH_CHALLENGE, req_id, buf, (uint32_t)n);
+}
+
+void auth_proof(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
+{
+	const struct rf_auth_key *k;
+	struct rf_ctl_auth_blob proof;
+	struct rf_ctl_auth_ok ok = {0};
+	uint8_t want[RF_AUTH_MAC_LEN], buf[64];
+	const char *why = NULL;
+	int n;
+
+	if (!c->hub->auth_on) {
+		ctl_send_error(c, req_id, EOPNOTSUPP,
+		               "this hub does not authenticate (no psk_file in its configuration)");
+		return;
+	}
+	if (c->auth != AUTH_CHALLENGED) {
+		refuse(c, req_id,
+		       c->auth == AUTH_DONE ? "AUTH_PROOF after success"
+		                            : "AUTH_PROOF before AUTH_START");
+		return;
+	}
+	if (rf_ctl_dec_auth_blob(p, len, &proof, &why)) {
+		c->hub->protocol_errors++;
+		refuse(c, req_id, why);
+		return;
+	}
+	k = rf_auth_keys_find(&c->hub->keys, c->auth_id);
+	if (!k) {
+		refuse(c, req_id, "no key for this identity in psk_file");
+		return;
+	}
+	if (rf_auth_mac(k, false, c->auth_id, c->auth_nc, c->auth_nh, want) ||
+	    !rf_auth_mac_equal(want, proof.b)) {
+		refuse(c, req_id, "wrong key (its proof does not match the hub's key)");
+		return;
+	}
+	ok.role = (uint8_t)k->role;
+	if (rf_auth_mac(k, true, c->auth_id, c->auth_nc, c->auth_nh, ok.mac)) {
+		ctl_send_error(c, req_id, EIO, "HMAC failed");
+		ctl_close_after_flush(c);
+		return;
+	}
+	n = rf_ctl_enc_auth_ok(buf, sizeof(buf), &ok);
+	c->auth = AUTH_DONE;
+	c->role = k->role;
+	c->hub->auth_ok++;
+	RF_INFO(SUBSYS, "%s: authenticated as '%s' (%s)", c->peer, c->auth_id, role_name(c->role));
+	ctl_send(c, RF_CTL_AUTH_OK, req_id, buf, (uint32_t)n);
+}
+
+/* The role a message needs; 0 when any authenticated peer may send it. */
+static enum rf_auth_role needed_role(uint16_t type)
+{
+	switch (type) {
+	case RF_CTL_HELLO:
+	case RF_CTL_VOLUME_REPORT:
+	case RF_CTL_SYNC_POSTED:
+	case RF_CTL_PROGRESS:
+		return RF_AUTH_ROLE_AGENT;
+	case RF_CTL_STATUS:
+	case RF_CTL_POINTS:
+	case RF_CTL_ADMIN:
+	case RF_CTL_IO_OPEN:
+	case RF_CTL_IO_READ:
+	case RF_CTL_IO_WRITE:
+	case RF_CTL_IO_FLUSH:
+		return RF_AUTH_ROLE_ADMIN;
+	default:
+		return 0;
+	}
+}
+
+bool auth_allows(struct ctl_conn *c, uint16_t type, uint64_t req_id)
+{
+	enum rf_auth_role need;
+
+	if (!c->hub->auth_on || type == RF_CTL_AUTH_START || type == RF_CTL_AUTH_PROOF)
+		return true;
+	if (c->auth != AUTH_DONE) {
+		c->hub->auth_failures++;
+		RF_WARN(SUBSYS, "%s: message type %u before authentication: refused, closing",
+		        c->peer, type);
+		/* Never answer an ERROR with an ERROR. */
+		if (type != RF_CTL_ERROR)
+			ctl_send_error(c, req_id, EACCES,
+			               "authentication required: this hub has a psk_file; give the "
+			               "client its key (psk_file)");
+		ctl_close_after_flush(c);
+		return false;
+	}
+	need = needed_role(type);
+	if (need && need != c->role) {
+		RF_WARN(SUBSYS, "%s: '%s' (%s) may not send message type %u: refused", c->peer,
+		        c->auth_id, role_name(c->role), type);
+		ctl_send_error(c, req_id, EACCES,
+		               "identity '%s' (role %s) may not send this message", c->auth_id,
+		               role_name(c->role));
+		return false;
+	}
+	return true;
+}
