@@ -14,8 +14,14 @@ unit=$RF_SOURCE_DIR/dist/rephubd.service
 [ -f "$example" ] && [ -f "$unit" ] || rf_fail "dist/ files missing"
 
 rf_log "dist/hub.conf.example passes --check-config (paths in $RF_TMP)"
-sed "s#/var/lib/rephub#$RF_TMP/state#g; s#/dev/shm/rephub-rings#$RF_TMP/rings#g" \
-	"$example" >"$RF_TMP/hub.conf"
+# The key file the example names, made the way the example says.
+"$RF_BIN/repctl" genkey vm1 agent >"$RF_TMP/keys.psk" || rf_fail "repctl genkey failed"
+"$RF_BIN/repctl" genkey ops admin >>"$RF_TMP/keys.psk"
+chmod 600 "$RF_TMP/keys.psk"
+grep -Eq '^vm1 [0-9a-f]{64} agent$' "$RF_TMP/keys.psk" || rf_fail "genkey's line is not IDENTITY HEX ROLE"
+sed "s#/var/lib/rephub#$RF_TMP/state#g; s#/dev/shm/rephub-rings#$RF_TMP/rings#g;
+	s#/etc/rephub/keys.psk#$RF_TMP/keys.psk#g" "$example" >"$RF_TMP/hub.conf"
+grep -q "^psk_file = $RF_TMP/keys.psk" "$RF_TMP/hub.conf" || rf_fail "psk_file not substituted"
 grep -q '^data = rdma://' "$RF_TMP/hub.conf" || rf_fail "the example's data is not rdma://"
 grep -q "^ring_dir = $RF_TMP/rings" "$RF_TMP/hub.conf" || rf_fail "ring_dir not substituted"
 if ! "$hubd" --config "$RF_TMP/hub.conf" --check-config >"$RF_TMP/check.out" 2>&1; then
