@@ -104,6 +104,7 @@ struct rf_agent_vol {
 	/* Loop-private. */
 	bool trusted;         /* report bitmap_valid: valid at open, or the hub said protected */
 	bool reported;        /* VOLUME_REPORT sent in this control session */
+	bool refused;         /* ... and the hub refused it (REPORT_AGAIN retries) */
 	uint64_t report_req;  /* its request id */
 	uint64_t resend_next; /* where the resend scan continues */
 	uint64_t resync_rate; /* bytes/s for resends, from VOLUME_OK; 0 = unlimited */

@@ -783,7 +783,7 @@ static void teardown(struct rf_agent *a, const char *why, bool retry)
 		free(r);
 	}
 	for (unsigned i = 0; i < n; i++)
-		a->vols[i]->reported = false;
+		a->vols[i]->reported = a->vols[i]->refused = false;
 
 	if (!retry) {
 		if (was)
@@ -934,6 +934,16 @@ static void report_volumes(struct rf_agent *a)
 static void progress(struct rf_agent *a, bool force);
 
 /* Attach to the ring with the token (blocking, bounded). */
+static bool any_volume_ok(struct rf_agent *a)
+{
+	unsigned n = atomic_load(&a->nvols);
+
+	for (unsigned i = 0; i < n; i++)
+		if (a->vols[i]->ok)
+			return true;
+	return false;
+}
+
 static void fab_attach(struct rf_agent *a)
 {
 	struct rfa_conn *c = &a->c;
@@ -1113,6 +1123,7 @@ static void on_frame(struct rf_agent *a, const struct rf_ctl_hdr *h, const uint8
 		v = h->req_id ? vol_by_report(a, h->req_id) : NULL;
 		if (v) {
 			v->report_req = 0;
+			v->refused = true;
 			c->reports_due--;
 			RF_ERR(
 			    "agent",
@@ -1130,6 +1141,20 @@ static void on_frame(struct rf_agent *a, const struct rf_ctl_hdr *h, const uint8
 	case RF_CTL_SYNC_READ:
 		on_sync_read(a, h->req_id, p, h->len);
 		return;
+	case RF_CTL_REPORT_AGAIN: {
+		/* The hub's configuration changed: volumes it refused may now be
+		 * accepted. Those already accepted are not reported twice. */
+		unsigned n = atomic_load(&a->nvols);
+
+		for (unsigned i = 0; i < n; i++)
+			if (a->vols[i]->refused) {
+				a->vols[i]->refused = false;
+				a->vols[i]->reported = false;
+			}
+		RF_INFO("agent", "the hub asks for the refused volumes again");
+		report_volumes(a);
+		return;
+	}
 	case RF_CTL_VOLUME_STATE: {
 		struct rf_ctl_volume_state m;
 		uint8_t old;
@@ -1433,7 +1458,9 @@ void *rfa_loop_main(void *arg)
 			ctl_connect(a);
 		if (c->ctl_fd >= 0 && !stopping) {
 			report_volumes(a);
-			if (!c->fab && c->reports_due == 0)
+			/* Attach once the hub accepted a volume: before that it has
+			 * no ring for us (and refuses the token). */
+			if (!c->fab && c->reports_due == 0 && any_volume_ok(a))
 				fab_attach(a);
 		}
 		if (c->fab) {

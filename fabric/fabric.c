@@ -221,3 +221,30 @@ void rf_fab_listener_close(struct rf_fab_listener **l)
 	(*l)->prov->listener_close(*l);
 	*l = NULL;
 }
+
+void rf_fab_count_credit(struct rf_fab_listener *l, struct rf_fab_peer *p,
+                         const struct rf_fab_position *pos)
+{
+	RF_FAB_COUNT(l, p, credits, 1);
+	if (pos->head_pos > p->credit_head) {
+		RF_FAB_COUNT(l, p, credit_bytes, pos->head_pos - p->credit_head);
+		p->credit_head = pos->head_pos;
+	}
+}
+
+int rf_fab_listener_stats(const struct rf_fab_listener *l, struct rf_fab_stats *out)
+{
+	*out = l->stats;
+	return 0;
+}
+
+int rf_fab_peer_stats(const struct rf_fab_peer *p, struct rf_fab_stats *out)
+{
+	*out = p->stats;
+	return 0;
+}
+
+const char *rf_fab_listener_scheme(const struct rf_fab_listener *l)
+{
+	return l->prov->scheme;
+}

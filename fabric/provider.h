@@ -28,11 +28,24 @@ struct rf_fab_conn {
 
 struct rf_fab_listener {
 	const struct rf_fab_provider *prov;
+	struct rf_fab_stats stats; /* totals, see fabric.h */
 };
 
 struct rf_fab_peer {
 	const struct rf_fab_provider *prov;
+	struct rf_fab_stats stats; /* this peer's share of the totals */
+	uint64_t credit_head;      /* head_pos of the newest position sent */
 };
+
+/* Count @n in the listener's totals only (nothing is tied to a peer). */
+#define RF_FAB_COUNT_L(l, field, n) ((l)->stats.field += (uint64_t)(n))
+
+/* Count @n for peer @p and in its listener's totals. */
+#define RF_FAB_COUNT(l, p, field, n)                                                               \
+	do {                                                                                       \
+		(l)->stats.field += (uint64_t)(n);                                                 \
+		(p)->stats.field += (uint64_t)(n);                                                 \
+	} while (0)
 
 struct rf_fab_provider {
 	const char *scheme; /* "rdma", "tcp", "shm" */
@@ -54,6 +67,10 @@ struct rf_fab_provider {
 	int (*fence)(struct rf_fab_peer *p);
 	void (*listener_close)(struct rf_fab_listener *l);
 };
+
+/* A position left for @p: count a credit and the ring bytes it released. */
+void rf_fab_count_credit(struct rf_fab_listener *l, struct rf_fab_peer *p,
+                         const struct rf_fab_position *pos);
 
 extern const struct rf_fab_provider rf_fab_tcp_provider;
 extern const struct rf_fab_provider rf_fab_shm_provider;

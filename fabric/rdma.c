@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "provider.h"
+#include "rdma_test.h"
 #include "rdma_wire.h"
 #include "repfabric/log.h"
 #include "verbs_wrap.h"
@@ -1213,10 +1214,14 @@ static int peer_die(struct rdma_peer *p, int err, const char *why)
 		p->in_epoll = 0;
 	}
 	p->state = PEER_DEAD;
-	if (err && err != -ECANCELED)
+	RF_FAB_COUNT(&p->l->base, &p->base, detaches, 1);
+	/* A disconnect (0) or a fence (-ECANCELED) is not a failure. */
+	if (err && err != -ECANCELED) {
+		RF_FAB_COUNT(&p->l->base, &p->base, errors, 1);
 		RF_WARN(SUBSYS, "%s: detached: %s (%s)", p->name, why, strerror(-err));
-	else
+	} else {
 		RF_INFO(SUBSYS, "%s: detached: %s", p->name, why);
+	}
 	hub_push(p->l, RF_FAB_HEV_DETACHED, p, p->last_seq, err);
 	return rc;
 }
@@ -1288,6 +1293,7 @@ static int peer_send_pos(struct rdma_peer *p, const struct rf_fab_position *pos)
 	}
 	p->pub_next++;
 	p->pub_inflight++;
+	rf_fab_count_credit(&p->l->base, &p->base, pos);
 	return 0;
 }
 
@@ -1327,6 +1333,7 @@ static void peer_handle_wc(struct rdma_peer *p, const struct ibv_wc *wc)
 			hub_push(p->l, RF_FAB_HEV_ATTACHED, p, 0, 0);
 		}
 		p->last_seq = seq_extend(p->last_seq, ntohl(wc->imm_data));
+		RF_FAB_COUNT(&p->l->base, &p->base, completions, 1);
 		hub_push(p->l, RF_FAB_HEV_DATA, p, p->last_seq, 0);
 		rc = peer_post_recv(p, (unsigned)WR_VAL(wc->wr_id));
 		if (rc)
@@ -1466,6 +1473,7 @@ static void hub_connect_request(struct rdma_listener *l, struct rdma_cm_id *id,
 		        reason == RF_RDMA_REJ_BAD_VERSION
 		            ? "unsupported protocol version"
 		            : "not a repfabric connect request (bad length or magic)");
+		RF_FAB_COUNT_L(&l->base, errors, 1);
 		hub_reject(l, id, reason, rc);
 		rf_verbs->destroy_id(id);
 		return;
@@ -1473,6 +1481,7 @@ static void hub_connect_request(struct rdma_listener *l, struct rdma_cm_id *id,
 	p = calloc(1, sizeof(*p));
 	if (!p) {
 		RF_ERR(SUBSYS, "%s: out of memory for a connection from %s", l->name, from);
+		RF_FAB_COUNT_L(&l->base, errors, 1);
 		hub_reject(l, id, RF_RDMA_REJ_HUB_ERROR, ENOMEM);
 		rf_verbs->destroy_id(id);
 		return;
@@ -1488,12 +1497,16 @@ static void hub_connect_request(struct rdma_listener *l, struct rdma_cm_id *id,
 	if (rc) {
 		RF_WARN(SUBSYS, "%s: refused token %#llx from %s: %s", l->name,
 		        (unsigned long long)req.token, from, strerror(-rc));
+		RF_FAB_COUNT_L(&l->base, refused, 1);
+		RF_FAB_COUNT_L(&l->base, errors, 1);
 		hub_reject(l, id, RF_RDMA_REJ_REFUSED, rc);
 		rf_verbs->destroy_id(id);
 		free(p);
 		return;
 	}
 	/* From here on the attach is paired with ATTACHED ... DETACHED. */
+	RF_FAB_COUNT(&l->base, &p->base, attaches, 1);
+	p->base.credit_head = p->mem.info.pos.head_pos;
 	id->context = p;
 	p->next = l->peers;
 	l->peers = p;
@@ -1816,3 +1829,84 @@ const struct rf_fab_provider rf_fab_rdma_provider = {
     .fence = rdma_fence,
     .listener_close = rdma_listener_close,
 };
+
+/* ====================================================== TEST ONLY hooks */
+
+/*
+ * rdma_test.h: a hostile producer for the isolation tests. Not used by the
+ * library, the hub or the agent.
+ */
+#define WR_TEST (3ull << 62) /* the kind no other work request uses */
+
+int rf_rdma_test_remote(struct rf_fab_conn *base, uint64_t *addr, uint32_t *rkey,
+                        uint64_t *data_size)
+{
+	struct rdma_conn *c;
+
+	if (!base || base->prov != &rf_fab_rdma_provider)
+		return -EINVAL;
+	c = container_of(base, struct rdma_conn, base);
+	*addr = c->remote_addr;
+	*rkey = c->rkey;
+	*data_size = c->data_size;
+	return 0;
+}
+
+int rf_rdma_test_write(struct rf_fab_conn *base, uint64_t addr, uint32_t rkey, const void *buf,
+                       uint32_t len, int timeout_ms, int *wc_status)
+{
+	struct rdma_conn *c;
+	struct ibv_sge sge;
+	struct ibv_send_wr wr, *bad;
+	int64_t deadline = deadline_of(timeout_ms);
+	int rc;
+
+	if (!base || base->prov != &rf_fab_rdma_provider)
+		return -EINVAL;
+	c = container_of(base, struct rdma_conn, base);
+	if (c->broken)
+		return -ENOTCONN;
+	if (c->post_next != c->post_done)
+		return -EBUSY;
+	if (len == 0 || len > c->stage_size)
+		return -EINVAL;
+	memcpy(c->stage, buf, len);
+	sge =
+	    (struct ibv_sge){.addr = (uintptr_t)c->stage, .length = len, .lkey = c->stage_mr->lkey};
+	wr = (struct ibv_send_wr){.wr_id = WR_TEST,
+	                          .sg_list = &sge,
+	                          .num_sge = 1,
+	                          .opcode = IBV_WR_RDMA_WRITE,
+	                          .send_flags = IBV_SEND_SIGNALED};
+	wr.wr.rdma.remote_addr = addr;
+	wr.wr.rdma.rkey = rkey;
+	rc = rf_verbs->post_send(c->id->qp, &wr, &bad);
+	if (rc)
+		return rc;
+	RF_WARN(SUBSYS, "%s: TEST ONLY: raw RDMA WRITE of %u bytes to %#llx rkey %#x", c->name, len,
+	        (unsigned long long)addr, rkey);
+	for (;;) {
+		struct ibv_wc wc[CQ_BATCH];
+		int n = rf_verbs->poll_cq(c->cq, CQ_BATCH, wc);
+
+		if (n < 0)
+			return n;
+		for (int i = 0; i < n; i++) {
+			if (wc[i].wr_id != WR_TEST) {
+				conn_handle_wc(c, &wc[i]);
+				continue;
+			}
+			*wc_status = (int)wc[i].status;
+			if (wc[i].status != IBV_WC_SUCCESS)
+				conn_fail(
+				    c, wc_errno(wc[i].status),
+				    "the TEST ONLY raw write completed with %s (vendor error %#x)",
+				    ibv_wc_status_str(wc[i].status), wc[i].vendor_err);
+			return 0;
+		}
+		if (remaining_ms(deadline) == 0)
+			return -ETIMEDOUT;
+		if (n == 0)
+			usleep(1000);
+	}
+}

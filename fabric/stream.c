@@ -521,6 +521,12 @@ static void peer_bury(struct sw_listener *l, struct sw_peer *p)
 	l->zombies = p;
 }
 
+/* A failure on @p's connection (fabric.h, struct rf_fab_stats: errors). */
+static void peer_count_error(struct sw_peer *p)
+{
+	RF_FAB_COUNT(&p->l->base, &p->base, errors, 1);
+}
+
 /* Close @p's socket. An attached peer gets a DETACHED event (and is freed
  * after it was returned); one that never attached is buried at once. */
 static void peer_kill(struct sw_peer *p, int err)
@@ -534,6 +540,8 @@ static void peer_kill(struct sw_peer *p, int err)
 	close(p->fd);
 	p->fd = -1;
 	p->state = SW_PEER_DEAD;
+	if (was == SW_PEER_ATTACHED)
+		RF_FAB_COUNT(&l->base, &p->base, detaches, 1);
 	if (was == SW_PEER_HELLO ||
 	    queue_event(l, &(struct rf_fab_hub_event){.type = RF_FAB_HEV_DETACHED,
 	                                              .peer = &p->base,
@@ -546,6 +554,7 @@ static void peer_protocol_error(struct sw_peer *p, const char *why)
 {
 	RF_ERR("fabric", "producer (token %#llx): %s; disconnecting", (unsigned long long)p->token,
 	       why);
+	peer_count_error(p);
 	peer_kill(p, -EPROTO);
 }
 
@@ -555,6 +564,7 @@ static void peer_refuse(struct sw_peer *p, int err, const char *why)
 	size_t n = strlen(why) < 200 ? strlen(why) : 200;
 
 	RF_WARN("fabric", "refused producer (token %#llx): %s", (unsigned long long)p->token, why);
+	peer_count_error(p);
 	rf_put_le32(buf, (uint32_t)-err);
 	memcpy(buf + 4, why, n);
 	send_frame(p->fd, RF_SW_REFUSE, buf, (uint32_t)(4 + n), SW_PUBLISH_TIMEOUT_MS);
@@ -571,12 +581,15 @@ static void handle_hello(struct sw_peer *p)
 	p->token = rf_get_le64(p->payload);
 	rc = l->ops->attach(l->ctx, p->token, &p->mem);
 	if (rc) {
+		RF_FAB_COUNT(&l->base, &p->base, refused, 1);
 		peer_refuse(p, rc, rc == -ENOENT ? "unknown token" : strerror(-rc));
 		return;
 	}
 	/* From here on the owner hears ATTACHED, then exactly one DETACHED. */
 	p->state = SW_PEER_ATTACHED;
 	p->last_seq = 0;
+	p->base.credit_head = p->mem.info.pos.head_pos;
+	RF_FAB_COUNT(&l->base, &p->base, attaches, 1);
 	queue_event(l, &(struct rf_fab_hub_event){
 	                   .type = RF_FAB_HEV_ATTACHED, .peer = &p->base, .token = p->token});
 	if (!p->mem.data || p->mem.data_size == 0 || p->mem.data_size % 256 ||
@@ -596,8 +609,10 @@ static void handle_hello(struct sw_peer *p)
 	}
 	rf_put_le16(w + 56, (uint16_t)path_len);
 	if (send_frame(p->fd, RF_SW_WELCOME, w, (uint32_t)(RF_SW_WELCOME_FIXED + path_len),
-	               SW_PUBLISH_TIMEOUT_MS))
+	               SW_PUBLISH_TIMEOUT_MS)) {
+		peer_count_error(p);
 		peer_kill(p, -ECONNRESET);
+	}
 }
 
 /* A complete header arrived: check it against the peer's state. */
@@ -653,6 +668,7 @@ static void frame_payload_done(struct sw_peer *p)
 			return;
 		}
 		p->last_seq = seq;
+		RF_FAB_COUNT(&p->l->base, &p->base, completions, 1);
 		queue_event(p->l, &(struct rf_fab_hub_event){.type = RF_FAB_HEV_DATA,
 		                                             .peer = &p->base,
 		                                             .token = p->token,
@@ -711,8 +727,12 @@ static void peer_read(struct sw_peer *p)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno != EAGAIN)
-				peer_kill(p, -errno);
+			if (errno == EAGAIN)
+				return;
+			/* A reset is a disconnect (like EOF), not a failure. */
+			if (errno != ECONNRESET)
+				peer_count_error(p);
+			peer_kill(p, -errno);
 			return;
 		}
 		budget -= (size_t)n;
@@ -737,10 +757,16 @@ static void accept_peers(struct sw_listener *l)
 		struct sw_peer *p;
 		int fd = accept4(l->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
 
-		if (fd < 0)
+		if (fd < 0) {
+			/* ECONNABORTED: the producer left before the accept. */
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED)
+				RF_FAB_COUNT_L(&l->base, errors, 1);
 			return;
+		}
 		p = calloc(1, sizeof(*p));
 		if (!p) {
+			RF_FAB_COUNT_L(&l->base, errors, 1);
 			close(fd);
 			return;
 		}
@@ -751,6 +777,7 @@ static void accept_peers(struct sw_listener *l)
 		p->fd = fd;
 		ev.data.ptr = p;
 		if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			RF_FAB_COUNT_L(&l->base, errors, 1);
 			close(fd);
 			free(p);
 			continue;
@@ -825,9 +852,13 @@ static int sw_publish(struct rf_fab_peer *bp, const struct rf_fab_position *pos)
 	if (rc) {
 		RF_WARN("fabric", "producer (token %#llx): cannot publish position: %s",
 		        (unsigned long long)p->token, strerror(-rc));
+		/* A producer that closed or reset is gone, not failed. */
+		if (rc != -EPIPE && rc != -ECONNRESET)
+			peer_count_error(p);
 		peer_kill(p, rc);
 		return -ENOTCONN;
 	}
+	rf_fab_count_credit(&p->l->base, &p->base, pos);
 	return 0;
 }
 

@@ -421,6 +421,7 @@ static void dispatch(struct ctl_conn *c)
 	case RF_CTL_ADMIN_OK:
 	case RF_CTL_AUTH_CHALLENGE:
 	case RF_CTL_AUTH_OK:
+	case RF_CTL_REPORT_AGAIN:
 		ctl_send_error(c, req, EOPNOTSUPP,
 		               "message type %u (%s) is sent by the hub, not to it", c->h.type,
 		               type_name(c->h.type));

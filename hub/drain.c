@@ -135,6 +135,7 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 	struct hub *h = a->hub;
 	uint64_t bytes = 0;
 	unsigned n = 0;
+	bool skipped = false;
 	int rc = 0;
 
 	a->need_drain = false;
@@ -170,6 +171,13 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 			    "invalid record seq %" PRIu64 " (%s, vol_id %u, %" PRIu64 "+%u): %s",
 			    r.seq, rf_ring_type_name(r.type), r.volume_id, r.offset, r.length, why);
 			invalid_record(a, mode, r.seq, what, v);
+			/* Refused once, refused for good: a producer's record is never
+			 * judged again under a later vol_id mapping (its writes stay
+			 * dirty at the agent, which resends them). */
+			if (mode == DRAIN_LIVE && rf_ring_advance(a->ring, &r) == 0) {
+				a->stop_invalid = false;
+				skipped = true;
+			}
 			break;
 		}
 		if (v->fd < 0) {
@@ -218,6 +226,15 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 		}
 		RF_DEBUG(SUBSYS, "agent %s: applied %u record(s), durable seq %" PRIu64, a->id, n,
 		         a->durable_seq);
+	} else if (skipped) {
+		rc = rf_ring_persist_head(a->ring);
+		if (rc) {
+			rf_ring_rewind(a->ring); /* judged again by the next drain */
+			return rc;
+		}
+		rf_ring_head(a->ring, &a->durable_pos, &a->durable_seq);
+		a->need_drain = true; /* what follows it, without a producer */
+		h->more_work = true;
 	}
 	if (n >= HUB_DRAIN_BATCH_RECS || bytes >= HUB_DRAIN_BATCH_BYTES) {
 		a->need_drain = true;

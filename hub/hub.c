@@ -210,14 +210,7 @@ static void on_signal(struct hub *h)
 
 	while (read(h->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		if (si.ssi_signo == SIGHUP) {
-			/* Volumes are referenced by live sessions, syncs and tests:
-			 * changing the list under them is not supported yet. Say so
-			 * instead of dying (SIGHUP's default) or pretending. */
-			RF_WARN(SUBSYS,
-			        "SIGHUP received: configuration reload is not supported; the "
-			        "hub keeps running with the configuration it started with. "
-			        "Restart rephubd to apply changes: agents reconnect and resend "
-			        "only their dirty regions");
+			hub_reload(h);
 			continue;
 		}
 		if (!h->stopping)

@@ -243,7 +243,9 @@ struct hub {
 	struct rf_auth_keys keys; /* from psk_file (auth.c) */
 	bool auth_on;             /* psk_file is set: every connection authenticates */
 	uint64_t auth_ok, auth_failures;
-	struct hub_metrics *metrics; /* the Prometheus endpoint (metrics.c), or NULL */
+	uint64_t reloads, reload_failures; /* SIGHUP (reload.c) */
+	bool log_level_fixed;              /* --log-level: a reload keeps it */
+	struct hub_metrics *metrics;       /* the Prometheus endpoint (metrics.c), or NULL */
 };
 
 /* metrics.c: the Prometheus endpoint, served from the hub's loop */
@@ -259,6 +261,9 @@ void auth_start(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t 
 void auth_proof(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
 /* May @c send a message of @type? If not, it was answered (and maybe closed). */
 bool auth_allows(struct ctl_conn *c, uint16_t type, uint64_t req_id);
+
+/* reload.c: SIGHUP */
+void hub_reload(struct hub *h);
 
 /* hub.c */
 int64_t hub_now_ms(void);
@@ -301,6 +306,17 @@ void session_tick(struct hub *h, int64_t now);
 /* volume.c */
 int volumes_init(struct hub *h);
 void volumes_fini(struct hub *h);
+struct volumes_reload_stats {
+	unsigned added, removed, kept; /* kept: dropped from the file but busy */
+};
+/*
+ * Rebuild the volume list from @nc (not yet the running configuration):
+ * new volumes are set up, unused dropped ones torn down, busy dropped ones
+ * appended to @nc; kept volumes move with their state and keep their
+ * recovery and journal settings (written back into @nc). 0 or -ENOMEM
+ * (nothing changed).
+ */
+int volumes_reload(struct hub *h, struct hub_config *nc, struct volumes_reload_stats *st);
 struct volume *volume_find(struct hub *h, const char *name);
 struct volume *volume_by_vol_id(struct agent *a, uint32_t vol_id, bool live);
 void volume_report(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);

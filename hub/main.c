@@ -97,6 +97,7 @@ int main(int argc, char **argv)
 		rf_log_use_syslog("rephubd");
 
 	rc = hub_init(&hub, &cfg);
+	hub.log_level_fixed = level != NULL; /* a reload keeps --log-level */
 	if (rc == 0)
 		rc = hub_run(&hub);
 	hub_fini(&hub);

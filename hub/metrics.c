@@ -176,8 +176,52 @@ static const struct agent_metric agent_metrics[] = {
     {"rephub_agent_sessions_total", "counter", "Control sessions (HELLO) accepted.", a_sessions},
 };
 
+struct fab_metric {
+	const char *name, *help;
+	uint64_t (*get)(const struct rf_fab_stats *s);
+};
+
+/* clang-format off */
+static uint64_t f_attaches(const struct rf_fab_stats *s) { return s->attaches; }
+static uint64_t f_detaches(const struct rf_fab_stats *s) { return s->detaches; }
+static uint64_t f_refused(const struct rf_fab_stats *s) { return s->refused; }
+static uint64_t f_completions(const struct rf_fab_stats *s) { return s->completions; }
+static uint64_t f_credits(const struct rf_fab_stats *s) { return s->credits; }
+static uint64_t f_credit_bytes(const struct rf_fab_stats *s) { return s->credit_bytes; }
+static uint64_t f_errors(const struct rf_fab_stats *s) { return s->errors; }
+/* clang-format on */
+
+/* The data listener's counters (fabric.h, struct rf_fab_stats), label
+ * transport. Keep docs/HUB.md ("Metrics") in step with this table too. */
+static const struct fab_metric fab_metrics[] = {
+    {"rephub_transport_attaches_total", "Producers the data listener attached (token accepted).",
+     f_attaches},
+    {"rephub_transport_detaches_total",
+     "Producers detached (disconnected, fenced or failed) after an attach.", f_detaches},
+    {"rephub_transport_refused_total",
+     "Data attaches the hub refused (unknown token, already attached...; also in errors_total).",
+     f_refused},
+    {"rephub_transport_completions_total",
+     "Doorbells received: one per post that reached the hub (rdma: WRITE WITH IMM receive "
+     "completions; tcp/shm: DOORBELL frames).",
+     f_completions},
+    {"rephub_transport_credits_total",
+     "Positions (flow-control credits) sent to producers (rdma: SENDs posted; tcp/shm: POSITION "
+     "frames).",
+     f_credits},
+    {"rephub_transport_credit_bytes_total",
+     "Ring bytes released to producers by the positions sent (head position growth).",
+     f_credit_bytes},
+    {"rephub_transport_errors_total",
+     "Data-path failures: refused or failed attaches, malformed frames, failed posts, sends, "
+     "reads or accepts, rdma completion and connection errors (disconnects and fences "
+     "excluded).",
+     f_errors},
+};
+
 #define NVOL_METRICS   (sizeof(vol_metrics) / sizeof(vol_metrics[0]))
 #define NAGENT_METRICS (sizeof(agent_metrics) / sizeof(agent_metrics[0]))
+#define NFAB_METRICS   (sizeof(fab_metrics) / sizeof(fab_metrics[0]))
 
 /* A label value: backslash, double quote and newline escaped. */
 static void put_label(FILE *f, const char *key, const char *val)
@@ -212,6 +256,21 @@ static void put_hub(FILE *f, const char *name, const char *type, const char *hel
 	put_head(f, name, type, help);
 	fputs(name, f);
 	put_value(f, m);
+}
+
+/* The data listener's counters, one sample each with label transport. */
+static void put_transport(FILE *f, const struct rf_fab_listener *l)
+{
+	struct rf_fab_stats st;
+
+	rf_fab_listener_stats(l, &st);
+	for (size_t m = 0; m < NFAB_METRICS; m++) {
+		put_head(f, fab_metrics[m].name, "counter", fab_metrics[m].help);
+		fprintf(f, "%s{", fab_metrics[m].name);
+		put_label(f, "transport", rf_fab_listener_scheme(l));
+		fputc('}', f);
+		put_value(f, U(fab_metrics[m].get(&st)));
+	}
 }
 
 static void vol_calc(const struct volume *v, struct vol_calc *c)
@@ -262,6 +321,8 @@ char *metrics_text(struct hub *h, size_t *len)
 	        "Control frames refused as malformed.", U(h->protocol_errors));
 	put_hub(f, "rephub_refusals_total", "counter", "Requests refused with an ERROR.",
 	        U(h->refusals));
+	if (h->fab)
+		put_transport(f, h->fab);
 
 	put_head(f, "rephub_volume_state", "gauge",
 	         "1 for the volume's current state (label state).");

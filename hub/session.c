@@ -281,7 +281,11 @@ void session_hello(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 		               strerror(-rc));
 		return;
 	}
-	drain_fully(a);
+	/* Under the mapping the agent had so far: apply what is valid, drop
+	 * what never can be, before this session's reports change vol_ids. */
+	do {
+		drain_fully(a);
+	} while (drain_discard_invalid(a) > 0);
 	a->conn = c;
 	c->agent = a;
 	a->session = ++h->next_session;

@@ -306,67 +306,168 @@ int volume_open_image(struct volume *v, uint64_t size, bool create, char *why, s
 
 /* ---- life cycle --------------------------------------------------------- */
 
+/* A configured volume comes to life: its state file, journal and image. */
+static void volume_setup(struct hub *h, struct volume *v, const struct hub_vol_config *vc)
+{
+	char why[PATH_MAX + 128];
+
+	v->hub = h;
+	v->cfg = vc;
+	v->fd = -1;
+	v->state = RF_VOL_UNKNOWN;
+	load_state(v);
+	pit_volume_init(v); /* logged; without it the volume has no journal */
+	if (!v->has_state)
+		return;
+	v->owner = agent_get(h, v->owner_id);
+	v->state = RF_VOL_DISCONNECTED;
+	if (access(v->cfg->recovery, F_OK) != 0) {
+		RF_WARN(SUBSYS,
+		        "volume %s: recovery image %s is missing; recreating it, "
+		        "and the next sync is a full one",
+		        v->cfg->name, v->cfg->recovery);
+		v->synced = false;
+		if (volume_open_image(v, v->size, true, why, sizeof(why)))
+			RF_ERR(SUBSYS, "volume %s: %s", v->cfg->name, why);
+		volume_save_state(v);
+		return;
+	}
+	if (volume_open_image(v, v->size, false, why, sizeof(why))) {
+		RF_WARN(SUBSYS, "volume %s: %s; the next sync is a full one", v->cfg->name, why);
+		if (v->synced) {
+			v->synced = false;
+			volume_save_state(v);
+		}
+	}
+}
+
+static void volume_teardown(struct volume *v)
+{
+	sync_stop(v);
+	pit_volume_fini(v);
+	if (v->fd >= 0) {
+		if (fdatasync(v->fd))
+			RF_ERR(SUBSYS, "volume %s: fdatasync: %s", v->cfg->name, strerror(errno));
+		close(v->fd);
+		v->fd = -1;
+	}
+}
+
 int volumes_init(struct hub *h)
 {
 	h->nvols = h->cfg->nvols;
 	h->vols = calloc(h->nvols ? h->nvols : 1, sizeof(*h->vols));
 	if (!h->vols)
 		return -ENOMEM;
-	for (size_t i = 0; i < h->nvols; i++) {
-		struct volume *v = &h->vols[i];
-		char why[PATH_MAX + 128];
-
-		v->hub = h;
-		v->cfg = &h->cfg->vols[i];
-		v->fd = -1;
-		v->state = RF_VOL_UNKNOWN;
-		load_state(v);
-		pit_volume_init(v); /* logged; without it the volume has no journal */
-		if (!v->has_state)
-			continue;
-		v->owner = agent_get(h, v->owner_id);
-		v->state = RF_VOL_DISCONNECTED;
-		if (access(v->cfg->recovery, F_OK) != 0) {
-			RF_WARN(SUBSYS,
-			        "volume %s: recovery image %s is missing; recreating it, "
-			        "and the next sync is a full one",
-			        v->cfg->name, v->cfg->recovery);
-			v->synced = false;
-			if (volume_open_image(v, v->size, true, why, sizeof(why)))
-				RF_ERR(SUBSYS, "volume %s: %s", v->cfg->name, why);
-			volume_save_state(v);
-			continue;
-		}
-		if (volume_open_image(v, v->size, false, why, sizeof(why))) {
-			RF_WARN(SUBSYS, "volume %s: %s; the next sync is a full one", v->cfg->name,
-			        why);
-			if (v->synced) {
-				v->synced = false;
-				volume_save_state(v);
-			}
-		}
-	}
+	for (size_t i = 0; i < h->nvols; i++)
+		volume_setup(h, &h->vols[i], &h->cfg->vols[i]);
 	return 0;
 }
 
 void volumes_fini(struct hub *h)
 {
-	for (size_t i = 0; i < h->nvols; i++) {
-		struct volume *v = &h->vols[i];
-
-		sync_stop(v);
-		pit_volume_fini(v);
-		if (v->fd >= 0) {
-			if (fdatasync(v->fd))
-				RF_ERR(SUBSYS, "volume %s: fdatasync: %s", v->cfg->name,
-				       strerror(errno));
-			close(v->fd);
-			v->fd = -1;
-		}
-	}
+	for (size_t i = 0; i < h->nvols; i++)
+		volume_teardown(&h->vols[i]);
 	free(h->vols);
 	h->vols = NULL;
 	h->nvols = 0;
+}
+
+/* May @v leave the configuration now? Not while anything refers to it. */
+static const char *volume_busy(const struct volume *v)
+{
+	uint64_t recs = 0, bytes = 0;
+
+	if (v->test)
+		return "a failover test runs on it";
+	if (!v->owner)
+		return NULL;
+	if (agent_live(v->owner))
+		return "its agent is connected";
+	status_agent_lag(v->owner, &recs, &bytes);
+	return recs ? "its agent's ring still holds records not applied" : NULL;
+}
+
+int volumes_reload(struct hub *h, struct hub_config *nc, struct volumes_reload_stats *st)
+{
+	struct volume *nv;
+	bool *moved;
+	size_t n;
+
+	memset(st, 0, sizeof(*st));
+	/* A volume that is dropped but busy stays, with its running settings. */
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct volume *v = &h->vols[i];
+		const char *busy;
+		struct hub_vol_config *grown;
+
+		if (hub_config_volume(nc, v->cfg->name))
+			continue;
+		busy = volume_busy(v);
+		if (!busy)
+			continue;
+		grown = realloc(nc->vols, (nc->nvols + 1) * sizeof(*grown));
+		if (!grown)
+			return -ENOMEM;
+		nc->vols = grown;
+		nc->vols[nc->nvols++] = *v->cfg;
+		RF_WARN(SUBSYS, "reload: volume %s is no longer configured, but %s: kept",
+		        v->cfg->name, busy);
+		st->kept++;
+	}
+	n = nc->nvols;
+	nv = calloc(n ? n : 1, sizeof(*nv));
+	moved = calloc(h->nvols ? h->nvols : 1, sizeof(*moved));
+	if (!nv || !moved) {
+		free(nv);
+		free(moved);
+		return -ENOMEM;
+	}
+	for (size_t j = 0; j < n; j++) {
+		struct hub_vol_config *vc = &nc->vols[j];
+		struct volume *old = volume_find(h, vc->name);
+
+		if (!old) {
+			RF_INFO(SUBSYS, "reload: volume %s added (recovery %s)", vc->name,
+			        vc->recovery);
+			volume_setup(h, &nv[j], vc);
+			st->added++;
+			continue;
+		}
+		/* What the running volume is built on stays as it is. */
+		if (strcmp(old->cfg->recovery, vc->recovery))
+			RF_WARN(SUBSYS,
+			        "reload: volume %s: recovery %s -> %s needs a restart; keeping %s",
+			        vc->name, old->cfg->recovery, vc->recovery, old->cfg->recovery);
+		if (old->cfg->journal_time_ms != vc->journal_time_ms ||
+		    old->cfg->journal_size != vc->journal_size)
+			RF_WARN(SUBSYS,
+			        "reload: volume %s: journal_time/journal_size changes need a "
+			        "restart; keeping the running ones",
+			        vc->name);
+		if (strcmp(old->cfg->agent, vc->agent))
+			RF_INFO(SUBSYS,
+			        "reload: volume %s: agent '%s' -> '%s' (from its next report)",
+			        vc->name, old->cfg->agent, vc->agent);
+		snprintf(vc->recovery, sizeof(vc->recovery), "%s", old->cfg->recovery);
+		vc->journal_time_ms = old->cfg->journal_time_ms;
+		vc->journal_size = old->cfg->journal_size;
+		nv[j] = *old;
+		nv[j].cfg = vc;
+		moved[old - h->vols] = true;
+	}
+	for (size_t i = 0; i < h->nvols; i++) {
+		if (moved[i])
+			continue;
+		RF_INFO(SUBSYS, "reload: volume %s removed", h->vols[i].cfg->name);
+		volume_teardown(&h->vols[i]);
+		st->removed++;
+	}
+	free(moved);
+	free(h->vols);
+	h->vols = nv;
+	h->nvols = n;
+	return 0;
 }
 
 void volume_set_state(struct volume *v, enum rf_vol_state st, bool notify)

@@ -42,6 +42,7 @@ enum rf_ctl_type {
 	RF_CTL_STATUS_OK = 10,    /* reply: JSON text */
 	RF_CTL_VOLUME_STATE = 11, /* hub -> agent notification: state changed */
 	RF_CTL_PROGRESS = 12,     /* agent -> hub notification: queue and dirty bytes */
+	RF_CTL_REPORT_AGAIN = 13, /* hub -> agent notification: report refused volumes again */
 	/* redirected IO: a failover test's view (the nbdkit plugin -> hub) */
 	RF_CTL_IO_OPEN = 32,    /* request: volume name */
 	RF_CTL_IO_OPEN_OK = 33, /* reply: handle, size, the test's point */

@@ -190,6 +190,54 @@ int rf_fab_peer_fence(struct rf_fab_peer *p);
 /* Stop listening, disconnect every peer, free; NULLs *@l. Safe on NULL. */
 void rf_fab_listener_close(struct rf_fab_listener **l);
 
+/*
+ * Hub-side counters of one listener (cumulative since rf_fab_listen, peers
+ * that detached included) or of one peer (since its connection). Each
+ * counts the same thing on every transport:
+ *
+ *   attaches     the attach callback accepted a producer (each is followed
+ *                by one ATTACHED and one DETACHED event).
+ *   detaches     DETACHED events queued (producer gone, fenced or failed).
+ *   refused      the attach callback refused the token (also in errors).
+ *   completions  doorbells received: one per rf_fab_post that reached the
+ *                hub. rdma: successful receive completions of the WRITE
+ *                WITH IMM; tcp/shm: DOORBELL frames accepted. Doorbells
+ *                folded into one DATA event are each counted.
+ *   credits      positions sent to producers (the flow-control credit that
+ *                frees ring space). rdma: position SENDs posted (publishes
+ *                coalesced while earlier SENDs are in flight count once,
+ *                when sent); tcp/shm: POSITION frames written.
+ *   credit_bytes ring bytes those positions released: the growth of head_pos
+ *                over the previous one sent (the attach's head_pos first).
+ *   errors       failures, each counted once: refused or failed attaches,
+ *                malformed frames or requests, failed posts, sends, reads
+ *                or accepts, rdma completions with a status other than
+ *                success and rdma connection errors. A producer that
+ *                disconnects (EOF or a reset, also seen as EPIPE when a
+ *                position is sent; an rdma DISCONNECTED) or a fence is not
+ *                an error.
+ *
+ * Read them from the thread that drives the listener; they are not atomic.
+ */
+struct rf_fab_stats {
+	uint64_t attaches;
+	uint64_t detaches;
+	uint64_t refused;
+	uint64_t completions;
+	uint64_t credits;
+	uint64_t credit_bytes;
+	uint64_t errors;
+};
+
+/* Copy the listener's totals into @out. Returns 0. */
+int rf_fab_listener_stats(const struct rf_fab_listener *l, struct rf_fab_stats *out);
+
+/* Copy one peer's counters (valid as long as the peer is, see above). */
+int rf_fab_peer_stats(const struct rf_fab_peer *p, struct rf_fab_stats *out);
+
+/* The listener's scheme: "rdma", "tcp" or "shm". */
+const char *rf_fab_listener_scheme(const struct rf_fab_listener *l);
+
 /* Split "scheme://rest" into its provider. Exposed for config validation. */
 int rf_fab_url_check(const char *url);
 

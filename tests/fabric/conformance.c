@@ -16,7 +16,11 @@
  * persists the ring head), which is also what it reports.
  *
  * Cases: ordering, wrap, backpressure, sizes, hub-crash, producer-crash,
- * reconnect.
+ * reconnect. A hub that exits cleanly also checks the listener's counters
+ * (struct rf_fab_stats) against the events and publishes it saw (a mismatch
+ * fails the case like a verification error) and writes them to STATE.fab;
+ * the driver checks them against what the producer did (posts, positions
+ * received, a deliberately refused token in "ordering").
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -142,6 +146,49 @@ static int state_save(const char *path, const struct hub_state *st)
 	return rc;
 }
 
+/* The listener's counters as the hub left them at a clean exit. */
+static void fab_path(char *buf, size_t len, const char *state_path)
+{
+	snprintf(buf, len, "%s.fab", state_path);
+}
+
+static int fab_save(const char *state_path, const struct rf_fab_stats *st)
+{
+	char path[4200];
+	FILE *f;
+
+	fab_path(path, sizeof(path), state_path);
+	f = fopen(path, "w");
+	if (!f)
+		return -errno;
+	fprintf(f,
+	        "attaches %" PRIu64 " detaches %" PRIu64 " refused %" PRIu64 " completions %" PRIu64
+	        " credits %" PRIu64 " credit_bytes %" PRIu64 " errors %" PRIu64 "\n",
+	        st->attaches, st->detaches, st->refused, st->completions, st->credits,
+	        st->credit_bytes, st->errors);
+	return fclose(f) ? -errno : 0;
+}
+
+static int fab_load(const char *state_path, struct rf_fab_stats *st)
+{
+	char path[4200];
+	FILE *f;
+	int n;
+
+	fab_path(path, sizeof(path), state_path);
+	f = fopen(path, "r");
+	if (!f)
+		return -errno;
+	n = fscanf(f,
+	           "attaches %" SCNu64 " detaches %" SCNu64 " refused %" SCNu64
+	           " completions %" SCNu64 " credits %" SCNu64 " credit_bytes %" SCNu64
+	           " errors %" SCNu64,
+	           &st->attaches, &st->detaches, &st->refused, &st->completions, &st->credits,
+	           &st->credit_bytes, &st->errors);
+	fclose(f);
+	return n == 7 ? 0 : -EBADMSG;
+}
+
 /* ------------------------------------------------------------------ hub */
 
 struct hub {
@@ -154,6 +201,8 @@ struct hub {
 	bool dirty;          /* applied records whose head is not persisted */
 	struct rf_fab_ring_mem mem;
 	const char *ring_path;
+	/* What the hub saw, to check the listener's counters against. */
+	uint64_t ev_attached, ev_detached, ev_detached_failed, ev_data, publishes;
 };
 
 static volatile sig_atomic_t hub_stop, hub_hold;
@@ -246,7 +295,51 @@ static void hub_publish(struct hub *h)
 	rf_ring_head(h->ring, &pos.head_pos, &pos.head_seq);
 	pos.durable_pos = pos.head_pos;
 	pos.durable_seq = pos.head_seq;
-	rf_fab_publish(h->peer, &pos);
+	if (rf_fab_publish(h->peer, &pos) == 0)
+		h->publishes++;
+}
+
+/* A DETACHED error the fabric counts as a failure (fabric.h): not a clean
+ * disconnect, a fence, or a tcp/shm reset or broken pipe. */
+static bool detach_failed(int err)
+{
+	return err && err != -ECANCELED && err != -ECONNRESET && err != -EPIPE;
+}
+
+/* The listener's counters must agree with what the hub saw. Returns the
+ * number of rules broken (each logged). */
+static int hub_check_stats(const struct hub *h, const struct rf_fab_listener *l)
+{
+	struct rf_fab_stats st;
+	int bad = 0;
+
+#define RULE(cond)                                                                                 \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			RF_ERR("hub", "fabric counters: %s does not hold", #cond);                 \
+			bad++;                                                                     \
+		}                                                                                  \
+	} while (0)
+	rf_fab_listener_stats(l, &st);
+	RF_INFO("hub",
+	        "fabric counters (%s): attaches %" PRIu64 " detaches %" PRIu64 " refused %" PRIu64
+	        " completions %" PRIu64 " credits %" PRIu64 " credit_bytes %" PRIu64
+	        " errors %" PRIu64 "; seen: %" PRIu64 " DATA events, %" PRIu64 " publishes",
+	        rf_fab_listener_scheme(l), st.attaches, st.detaches, st.refused, st.completions,
+	        st.credits, st.credit_bytes, st.errors, h->ev_data, h->publishes);
+	RULE(st.attaches >= h->ev_attached);
+	RULE(st.detaches >= h->ev_detached);
+	RULE(st.attaches >= st.detaches);
+	/* Every DATA event stems from at least one doorbell. */
+	RULE(st.completions >= h->ev_data);
+	/* Every credit is a publish that returned 0 (rdma may coalesce). */
+	RULE(st.credits <= h->publishes);
+	RULE(h->publishes == 0 || st.credits > 0);
+	/* The hub publishes only after applying records: the head moved. */
+	RULE(st.credits == 0 || st.credit_bytes > 0);
+	RULE(st.errors >= st.refused + h->ev_detached_failed);
+#undef RULE
+	return bad;
 }
 
 static int hub_attach(void *ctx, uint64_t token, struct rf_fab_ring_mem *mem)
@@ -329,15 +422,19 @@ static int hub_main(const char *url, const char *ring_path, const char *state_pa
 			switch (evs[i].type) {
 			case RF_FAB_HEV_ATTACHED:
 				h.peer = evs[i].peer;
+				h.ev_attached++;
 				break;
 			case RF_FAB_HEV_DATA:
 				if (evs[i].peer == h.peer && evs[i].seq > h.landed_seq)
 					h.landed_seq = evs[i].seq;
 				data = true;
+				h.ev_data++;
 				break;
 			case RF_FAB_HEV_DETACHED:
 				if (evs[i].peer == h.peer)
 					h.peer = NULL;
+				h.ev_detached++;
+				h.ev_detached_failed += detach_failed(evs[i].err);
 				break;
 			}
 		}
@@ -349,6 +446,15 @@ static int hub_main(const char *url, const char *ring_path, const char *state_pa
 				hub_publish(&h);
 			rc = 0;
 		}
+	}
+	if (l) {
+		struct rf_fab_stats fst;
+
+		if (hub_check_stats(&h, l))
+			h.st.errors++; /* fails the case through the exit status */
+		rf_fab_listener_stats(l, &fst);
+		if (fab_save(state_path, &fst))
+			h.st.errors++;
 	}
 out:
 	rf_fab_listener_close(&l);
@@ -380,6 +486,7 @@ struct producer {
 	size_t nbufs, bufs_cap;
 	uint64_t reconnects, enospc_waits, positions;
 	uint64_t durable_seq;
+	uint64_t posts; /* rf_fab_post calls that returned 0 */
 };
 
 static void bufs_release(struct producer *p, void *buf)
@@ -495,6 +602,7 @@ static int producer_post(struct producer *p, uint32_t vol, uint64_t index)
 	 * the caller posts this record again after the resend. */
 	if (rc)
 		return -ENOTCONN;
+	p->posts++;
 	fifo_push(p, (struct pending){.vol = vol, .index = index, .seq = img.seq});
 	return 0;
 }
@@ -724,6 +832,7 @@ struct case_opts {
 	int producer_crashes;
 	int reconnects;
 	bool backpressure;
+	bool bad_token; /* first try a token the hub refuses */
 };
 
 static int check_final(struct run_ctx *r, const char *name, const struct producer *p,
@@ -745,6 +854,43 @@ static int check_final(struct run_ctx *r, const char *name, const struct produce
 	       p ? p->enospc_waits : 0, now_ms() - t0);
 	fflush(stdout);
 	return bad ? -1 : 0;
+}
+
+/*
+ * The last hub's counters against what the producer did. Every post brings
+ * at most one doorbell; every position the producer got was sent; with one
+ * hub and one clean connection the attach, refusal and error counts are
+ * exact. Returns 0 or -1 (the reason printed).
+ */
+static int check_fab(const struct run_ctx *r, const char *name, const struct case_opts *o,
+                     const struct producer *p)
+{
+	bool one_hub = o->hub_crashes == 0,
+	     clean = one_hub && !o->producer_crashes && !o->reconnects;
+	uint64_t refused = o->bad_token ? 1 : 0;
+	struct rf_fab_stats st;
+	const char *why = NULL;
+
+	if (fab_load(r->state, &st))
+		why = "the hub left no counters";
+	else if (st.completions == 0 || st.credits == 0 || st.credit_bytes == 0)
+		why = "no completion, credit or credit byte counted";
+	else if (!o->producer_crashes && st.completions > p->posts)
+		why = "more completions than posts";
+	else if (one_hub && st.credits < p->positions)
+		why = "fewer credits than positions the producer received";
+	else if (clean && (st.attaches != 1 || st.detaches > 1))
+		why = "not exactly one attach";
+	else if (clean && (st.refused != refused || st.errors != refused))
+		why = "refusals or errors other than the refused token";
+	printf("%-15s %s: fabric counters: attaches %" PRIu64 " detaches %" PRIu64
+	       " refused %" PRIu64 " completions %" PRIu64 " (posts %" PRIu64 ") credits %" PRIu64
+	       " (positions %" PRIu64 ") credit_bytes %" PRIu64 " errors %" PRIu64 "%s%s\n",
+	       name, why ? "FAIL" : "ok", st.attaches, st.detaches, st.refused, st.completions,
+	       p->posts, st.credits, p->positions, st.credit_bytes, st.errors, why ? ": " : "",
+	       why ? why : "");
+	fflush(stdout);
+	return why ? -1 : 0;
 }
 
 /* Wait until the hub's state shows volume @vol past where it was. */
@@ -815,7 +961,21 @@ static int run_case(struct run_ctx *r, const char *name, const struct case_opts 
 		}
 	}
 
-	rc = producer_connect(&p);
+	if (o->bad_token) {
+		struct rf_fab_ring_info info;
+		struct rf_fab_conn *bad = NULL;
+
+		rc = rf_fab_connect(r->url, TOKEN ^ 0xbad, 5000, &bad, &info);
+		rf_fab_close(&bad);
+		if (rc != -ENOENT) {
+			RF_ERR("run", "%s: a bad token got %d, not -ENOENT", name, rc);
+			rc = -1;
+		} else {
+			rc = 0;
+		}
+	}
+	if (rc == 0)
+		rc = producer_connect(&p);
 	if (o->producer_crashes && rc == 0) {
 		/* The attach drained the ring: the state holds how far volume 0
 		 * got, and nothing past it may appear later. */
@@ -884,6 +1044,8 @@ static int run_case(struct run_ctx *r, const char *name, const struct case_opts 
 	}
 	if (check_final(r, name, &p, expect, t0, rc != 0))
 		rc = -1;
+	else if (check_fab(r, name, o, &p))
+		rc = -1;
 	producer_free(&p);
 	return rc;
 }
@@ -892,7 +1054,8 @@ static const struct {
 	const char *name;
 	struct case_opts o;
 } cases[] = {
-    {"ordering", {.ring_size = 8 << 20, .max_payload = 256 << 10, .records = 3000}},
+    {"ordering",
+     {.ring_size = 8 << 20, .max_payload = 256 << 10, .records = 3000, .bad_token = true}},
     {"wrap", {.ring_size = 256 << 10, .max_payload = 16 << 10, .records = 4000}},
     {"backpressure",
      {.ring_size = 256 << 10, .max_payload = 8 << 10, .records = 500, .backpressure = true}},

@@ -6,21 +6,47 @@
  *
  *   rf-hub-agent-sim --hub HOST:PORT --agent ID --volume NAME --vol-id N
  *                    --disk FILE [--bitmap-valid] [--expect-sync none|full]
- *                    [--writes N] [--seed S] [--bad vol|range] [--stay]
- *                    [--pause-ms MS] [--hold-ms MS]
+ *                    [--writes N] [--seed S] [--bad MODE] [--stay]
+ *                    [--pause-ms MS] [--hold-ms MS] [--print-remote]
+ *                    [--attack self|ADDR:RKEY|own-rkey:ADDR]
  *
  * HELLO, VOLUME_REPORT, attach the data path, serve SYNC_READs (each served
  * read is followed by one random guest write, so writes race the sync),
  * then the rest of the N random writes (DATA, ZERO, TRIM; each applied to
  * FILE first, then posted), then PROGRESS, and wait until the hub's durable
  * sequence covers everything. --bad posts one invalid record at the end
- * (unknown vol_id, or a range past the end) and expects to be fenced.
- * --stay keeps the session (PROGRESS every 200 ms) until SIGTERM.
+ * and expects to be fenced; MODE is one of:
+ *   vol            a ZERO record for vol_id + 100 (never reported)
+ *   range          a ZERO record at offset = the volume size
+ *   foreign:N      a 4 KiB DATA record at offset 0 for vol_id N (another
+ *                  agent's vol_id, never reported by this one)
+ *   offset:N       a 4 KiB DATA record for our vol_id at offset N
+ *   zero-huge      a ZERO record of 0xfffffe00 bytes at offset 0
+ *   data-big       a DATA record at offset 0 with twice the volume's size
+ *                  (at most the ring's max payload)
+ * and, crafted: a valid 4 KiB DATA record encoded, then its header patched
+ * (the CRC is left as it was: the field checks come first) before posting:
+ *   huge-payload   payload_len 0xffffff00
+ *   over-quarter   payload_len = length = the ring's max payload + 256,
+ *                  total_size to match (a quarter of the ring and more)
+ *   data-len       length = 2 x payload_len
+ * --stay keeps the session (PROGRESS every 200 ms) until SIGTERM; SIGUSR1
+ * then posts --writes more random writes and waits until they are durable
+ * ("extra N writes durable").
+ * --print-remote prints the rdma:// ring's address and rkey the hub gave
+ * ("remote addr 0x... rkey 0x... size N"). --attack, once the writes are
+ * durable, posts one raw RDMA WRITE of 256 bytes of 0xe5 through the TEST
+ * ONLY hook (fabric/rdma_test.h) and prints its completion ("raw write ...:
+ * STATUS"): "self" to our own ring's last 512 bytes with our rkey, ADDR:RKEY
+ * to any address with any rkey (another agent's), own-rkey:ADDR to an
+ * address outside our ring with our own rkey. Exit 0 when it completed
+ * successfully, 4 when it completed with an error.
  * --pause-ms waits (printing "paused") between the sync and the writes, and
  * --hold-ms after the writes (printed "posted N writes") before PROGRESS,
  * so a test can stop or kill the hub while records sit in the ring.
  *
- * Exit: 0 done, 3 fenced as expected (--bad), 1 anything else.
+ * Exit: 0 done, 3 fenced as expected (--bad), 4 --attack's write failed,
+ * 1 anything else.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +62,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <infiniband/verbs.h>
+
+#include "rdma_test.h" /* TEST ONLY hooks of fabric/rdma.c */
 #include "repfabric/ctl.h"
 #include "repfabric/fabric.h"
 #include "repfabric/ring.h"
@@ -44,7 +73,8 @@ struct sim {
 	const char *hub, *agent, *volume, *disk;
 	uint32_t vol_id;
 	bool bitmap_valid, stay;
-	const char *expect_sync, *bad;
+	const char *expect_sync, *bad, *attack;
+	bool print_remote;
 	uint64_t writes, written, seed;
 	int hold_ms, pause_ms;
 
@@ -59,11 +89,16 @@ struct sim {
 	uint8_t *rx;
 };
 
-static volatile sig_atomic_t stop;
+static volatile sig_atomic_t stop, more;
 
 static void on_term(int sig)
 {
 	stop = 1;
+}
+
+static void on_usr1(int sig)
+{
+	more = 1;
 }
 
 static int64_t now_ms(void)
@@ -120,8 +155,19 @@ static void fab_events(struct sim *s, int timeout_ms)
 	}
 }
 
-/* Encode and post one record; returns its sequence. */
-static uint64_t post(struct sim *s, const struct rf_ring_desc *d)
+/* Header fields a crafted record lies about (0: leave as encoded). */
+struct lie {
+	uint32_t payload_len, length, total_size;
+};
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Encode and post one record, its header patched by @lie; returns its sequence. */
+static uint64_t post_lie(struct sim *s, const struct rf_ring_desc *d, const struct lie *lie)
 {
 	size_t blen = rf_ring_encode_buf_size(d->length);
 	struct rf_fab_seg segs[RF_RING_MAX_SEGS];
@@ -147,6 +193,17 @@ static uint64_t post(struct sim *s, const struct rf_ring_desc *d)
 	}
 	if (rc)
 		die("cannot encode a record");
+	if (lie) {
+		/* The record is the last segment; its header comes first. */
+		uint8_t *hdr = (uint8_t *)(uintptr_t)img.seg[img.nseg - 1].src;
+
+		if (lie->payload_len)
+			put_le32(hdr + 8, lie->payload_len);
+		if (lie->total_size)
+			put_le32(hdr + 12, lie->total_size);
+		if (lie->length)
+			put_le32(hdr + 36, lie->length);
+	}
 	for (unsigned i = 0; i < img.nseg; i++)
 		segs[i] = (struct rf_fab_seg){.off = img.seg[i].file_off - RF_RING_HEADER_SIZE,
 		                              .buf = img.seg[i].src,
@@ -164,6 +221,11 @@ static uint64_t post(struct sim *s, const struct rf_ring_desc *d)
 		free(buf);
 	}
 	return img.seq;
+}
+
+static uint64_t post(struct sim *s, const struct rf_ring_desc *d)
+{
+	return post_lie(s, d, NULL);
 }
 
 static void pwrite_all(int fd, const void *p, size_t len, uint64_t off)
@@ -302,6 +364,128 @@ static void pump(struct sim *s, int ms)
 	fab_events(s, 0);
 }
 
+static void send_progress(struct sim *s);
+
+/* PROGRESS, then wait until the hub's durable sequence covers everything. */
+static void wait_durable(struct sim *s)
+{
+	uint64_t target = rf_ring_producer_next_seq(s->rp);
+	int64_t deadline = now_ms() + 60000;
+
+	send_progress(s);
+	while (s->durable_seq < target && !s->fenced) {
+		if (now_ms() > deadline)
+			die("the hub did not make the writes durable within 60 s");
+		pump(s, 20);
+	}
+	if (s->fenced)
+		die("fenced");
+}
+
+/* The invalid record of --bad MODE (see the top of the file). */
+static void post_bad(struct sim *s, uint64_t data_size)
+{
+	static uint8_t junk[4096];
+	struct rf_ring_desc d = {
+	    .type = RF_RING_REC_ZERO, .volume_id = s->vol_id, .offset = 0, .length = 512};
+	struct rf_ring_desc data4k = {.type = RF_RING_REC_DATA,
+	                              .volume_id = s->vol_id,
+	                              .offset = 0,
+	                              .length = sizeof(junk),
+	                              .payload = junk};
+	uint32_t maxp = rf_ring_max_payload(data_size);
+	struct lie lie = {0}, *lp = NULL;
+	uint8_t *big = NULL;
+
+	memset(junk, 0xee, sizeof(junk));
+	if (strcmp(s->bad, "vol") == 0) {
+		d.volume_id = s->vol_id + 100;
+	} else if (strcmp(s->bad, "range") == 0) {
+		d.offset = s->size;
+	} else if (strncmp(s->bad, "foreign:", 8) == 0) {
+		d = data4k;
+		d.volume_id = (uint32_t)strtoul(s->bad + 8, NULL, 0);
+	} else if (strncmp(s->bad, "offset:", 7) == 0) {
+		d = data4k;
+		d.offset = strtoull(s->bad + 7, NULL, 0);
+	} else if (strcmp(s->bad, "zero-huge") == 0) {
+		d.length = 0xfffffe00u;
+	} else if (strcmp(s->bad, "data-big") == 0) {
+		if (2 * s->size > maxp)
+			die("data-big: twice the volume is above the ring's max payload");
+		big = malloc(2 * s->size);
+		if (!big)
+			die("out of memory");
+		memset(big, 0xee, 2 * s->size);
+		d = (struct rf_ring_desc){.type = RF_RING_REC_DATA,
+		                          .volume_id = s->vol_id,
+		                          .length = (uint32_t)(2 * s->size),
+		                          .payload = big};
+	} else if (strcmp(s->bad, "huge-payload") == 0) {
+		d = data4k;
+		lie.payload_len = 0xffffff00u;
+		lp = &lie;
+	} else if (strcmp(s->bad, "over-quarter") == 0) {
+		d = data4k;
+		lie.payload_len = lie.length = maxp + 256;
+		lie.total_size = (uint32_t)rf_ring_record_size(maxp + 256);
+		lp = &lie;
+	} else if (strcmp(s->bad, "data-len") == 0) {
+		d = data4k;
+		lie.length = 2 * sizeof(junk);
+		lp = &lie;
+	} else {
+		die("unknown --bad mode");
+	}
+	printf("posting an invalid record (%s): %s vol_id %u offset %" PRIu64 " length %u%s\n",
+	       s->bad, rf_ring_type_name(d.type), d.volume_id, d.offset, d.length,
+	       lp ? " (header patched)" : "");
+	post_lie(s, &d, lp);
+	free(big);
+}
+
+/* --attack: one raw RDMA WRITE through the TEST ONLY hook; exits. */
+static void attack(struct sim *s)
+{
+	uint64_t raddr, rsize, addr;
+	uint32_t rkey, key;
+	int64_t deadline = now_ms() + 20000;
+	uint8_t pat[256];
+	int st = -1, rc;
+
+	if (rf_rdma_test_remote(s->fab, &raddr, &rkey, &rsize))
+		die("--attack needs an rdma:// data path");
+	if (strcmp(s->attack, "self") == 0) {
+		addr = raddr + rsize - 512;
+		key = rkey;
+	} else if (strncmp(s->attack, "own-rkey:", 9) == 0) {
+		addr = strtoull(s->attack + 9, NULL, 0);
+		key = rkey;
+	} else {
+		char *end;
+
+		addr = strtoull(s->attack, &end, 0);
+		if (*end != ':')
+			die("--attack: self, ADDR:RKEY or own-rkey:ADDR");
+		key = (uint32_t)strtoul(end + 1, NULL, 0);
+	}
+	memset(pat, 0xe5, sizeof(pat));
+	for (;;) {
+		rc = rf_rdma_test_write(s->fab, addr, key, pat, sizeof(pat), 20000, &st);
+		if (rc != -EBUSY || now_ms() > deadline)
+			break;
+		fab_events(s, 10); /* our own posts still in flight */
+	}
+	if (rc) {
+		fprintf(stderr, "agent-sim: raw write: %s\n", strerror(-rc));
+		die("the raw write could not be posted or did not complete");
+	}
+	printf("raw write to 0x%" PRIx64 " rkey 0x%x (our ring: 0x%" PRIx64
+	       " rkey 0x%x): %s (%d)\n",
+	       addr, key, raddr, rkey, ibv_wc_status_str((enum ibv_wc_status)st), st);
+	exit(st == IBV_WC_SUCCESS ? 0 : 4);
+}
+
 static void send_progress(struct sim *s)
 {
 	struct rf_ctl_progress *m = calloc(1, sizeof(*m));
@@ -333,6 +517,8 @@ int main(int argc, char **argv)
 	                                     {"stay", no_argument, NULL, 'S'},
 	                                     {"hold-ms", required_argument, NULL, 'h'},
 	                                     {"pause-ms", required_argument, NULL, 'p'},
+	                                     {"print-remote", no_argument, NULL, 'r'},
+	                                     {"attack", required_argument, NULL, 'A'},
 	                                     {NULL, 0, NULL, 0}};
 	struct sim s = {.seed = 1};
 	struct rf_ctl_hello hello = {.proto = RF_CTL_VERSION};
@@ -344,7 +530,6 @@ int main(int argc, char **argv)
 	const char *why = "";
 	uint8_t buf[256];
 	struct stat st;
-	uint64_t target;
 	int64_t deadline;
 	int c, rc;
 
@@ -389,6 +574,12 @@ int main(int argc, char **argv)
 		case 'p':
 			s.pause_ms = atoi(optarg);
 			break;
+		case 'r':
+			s.print_remote = true;
+			break;
+		case 'A':
+			s.attack = optarg;
+			break;
 		default:
 			return 1;
 		}
@@ -398,6 +589,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGTERM, on_term);
 	signal(SIGINT, on_term);
+	signal(SIGUSR1, on_usr1);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	s.rx = malloc(RF_CTL_MAX_PAYLOAD);
 	s.dfd = open(s.disk, O_RDWR);
@@ -444,6 +636,15 @@ int main(int argc, char **argv)
 	s.durable_seq = info.pos.head_seq;
 	printf("attached: ring %" PRIu64 " bytes, producer starts at seq %" PRIu64 "\n",
 	       info.data_size, info.pos.head_seq);
+	if (s.print_remote) {
+		uint64_t raddr, rsize;
+		uint32_t rkey;
+
+		if (rf_rdma_test_remote(s.fab, &raddr, &rkey, &rsize))
+			die("--print-remote needs an rdma:// data path");
+		printf("remote addr 0x%" PRIx64 " rkey 0x%x size %" PRIu64 "\n", raddr, rkey,
+		       rsize);
+	}
 
 	deadline = now_ms() + 120000;
 	while (!s.synced && !s.fenced) {
@@ -460,14 +661,7 @@ int main(int argc, char **argv)
 		guest_write(&s);
 	printf("posted %" PRIu64 " writes\n", s.written);
 	if (s.bad) {
-		struct rf_ring_desc d = {
-		    .type = RF_RING_REC_ZERO, .volume_id = s.vol_id, .offset = 0, .length = 512};
-
-		if (strcmp(s.bad, "vol") == 0)
-			d.volume_id = s.vol_id + 100;
-		else
-			d.offset = s.size;
-		post(&s, &d);
+		post_bad(&s, info.data_size);
 		deadline = now_ms() + 10000;
 		while (!s.fenced && now_ms() < deadline)
 			pump(&s, 50);
@@ -486,23 +680,26 @@ int main(int argc, char **argv)
 		fflush(stdout);
 		usleep((useconds_t)s.hold_ms * 1000);
 	}
-	target = rf_ring_producer_next_seq(s.rp);
-	send_progress(&s);
-	deadline = now_ms() + 60000;
-	while (s.durable_seq < target && !s.fenced) {
-		if (now_ms() > deadline)
-			die("the hub did not make the writes durable within 60 s");
-		pump(&s, 20);
-	}
-	if (s.fenced)
-		die("fenced");
+	wait_durable(&s);
 	printf("%" PRIu64 " writes durable (seq %" PRIu64 ")\n", s.written, s.durable_seq);
+	if (s.attack)
+		attack(&s);
 	send_progress(&s);
 	while (s.stay && !stop) {
 		int64_t next = now_ms() + 200;
 
-		while (!stop && now_ms() < next)
+		while (!stop && !more && now_ms() < next)
 			pump(&s, 50);
+		if (more) {
+			uint64_t goal = s.written + s.writes;
+
+			more = 0;
+			while (s.written < goal && !s.fenced)
+				guest_write(&s);
+			wait_durable(&s);
+			printf("extra %" PRIu64 " writes durable (seq %" PRIu64 ")\n", s.writes,
+			       s.durable_seq);
+		}
 		send_progress(&s);
 	}
 	rf_fab_close(&s.fab);

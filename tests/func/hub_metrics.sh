@@ -2,8 +2,11 @@
 # rephubd's Prometheus endpoint (metrics = HOST:PORT; docs/HUB.md "Metrics"):
 # served while a simulated agent syncs and writes, the text format is valid
 # (every sample has a TYPE before it, labels and values parse), counters
-# move after writes, an invalid record shows up as a fence, other paths get
-# 404 and other methods 405, and a bad `metrics` value fails --check-config.
+# move after writes, an invalid record shows up as a fence, the data
+# transport's counters (rephub_transport_*{transport="tcp"}) count doorbells,
+# positions, attaches and detaches and count a refused token and a malformed
+# frame as errors (sent raw to the data port), other paths get 404 and other
+# methods 405, and a bad `metrics` value fails --check-config.
 # Fetches with bash's /dev/tcp (no curl needed).
 . "$(dirname "$0")/lib.sh"
 
@@ -104,6 +107,26 @@ value() {
 	echo "$v"
 }
 
+# tv NAME: a transport counter (rephub_transport_NAME_total{transport="tcp"}).
+tv() { value "rephub_transport_$1_total" 'transport="tcp"'; }
+
+# all_detached: a scrape shows every attached producer detached again.
+all_detached() {
+	scrape
+	[ "$(tv attaches)" = "$(tv detaches)" ]
+}
+
+# data_send BYTES_AS_PRINTF_FORMAT: open the data port, send the bytes, read
+# what the hub answers until it closes, into $RF_TMP/data.out (hex). A reset
+# instead of a clean close is fine (the answer read so far is kept).
+data_send() {
+	exec 4<>"/dev/tcp/127.0.0.1/$data_port"
+	# shellcheck disable=SC2059 # the argument is a format: it holds \x escapes
+	printf "$1" >&4
+	{ od -An -v -tx1 <&4 2>/dev/null || true; } | tr -d ' \n' >"$RF_TMP/data.out"
+	exec 4<&-
+}
+
 rf_log "a bad metrics address fails --check-config"
 sed "s/^metrics = .*/metrics = 127.0.0.1:99999/" "$RF_TMP/hub.conf" >"$RF_TMP/bad.conf"
 rc=0
@@ -129,6 +152,9 @@ scrape
 	rf_fail "agent connected before any agent"
 grep -q '^rephub_volume_state{volume="vm1-disk0",state="[a-z_]*"} 1$' "$RF_TMP/metrics.txt" ||
 	rf_fail "no rephub_volume_state sample"
+for t in attaches detaches refused completions credits credit_bytes errors; do
+	[ "$(tv $t)" = 0 ] || rf_fail "rephub_transport_${t}_total is $(tv $t) before any agent"
+done
 rf_log "  $(grep -c '^rephub_' "$RF_TMP/metrics.txt") samples, $(grep -c '^# TYPE' "$RF_TMP/metrics.txt") families"
 
 rf_log "full sync and writes from a simulated agent"
@@ -152,6 +178,19 @@ rf_log "  volume: $vr records, $vb bytes, synced $syn of $size; agent: $ab bytes
 rf_wait_for 10 "the volume to be 'disconnected' in the metrics" state_is disconnected
 fill=$(value rephub_agent_ring_fill 'agent="vm1"')
 awk -v f="$fill" 'BEGIN { exit !(f >= 0 && f <= 1) }' || rf_fail "ring fill $fill outside 0..1"
+# Every write and sync record was posted with a doorbell; positions went back.
+rf_wait_for 10 "the data path to be detached in the metrics" all_detached
+tc=$(tv completions) tk=$(tv credits) tkb=$(tv credit_bytes) ta=$(tv attaches)
+rf_log "  transport: $ta attaches, $tc completions, $tk credits ($tkb bytes), $(tv errors) errors"
+[ "$ta" -ge 1 ] || rf_fail "no transport attach counted"
+[ "$ta" = "$(value rephub_agent_attaches_total 'agent="vm1"')" ] ||
+	rf_fail "transport attaches ($ta) != the agent's attaches"
+[ "$tc" -ge 1 ] || rf_fail "no completion counted after the writes"
+# A doorbell completes at least one record: never more doorbells than records.
+[ "$tc" -le "$vr" ] || rf_fail "more completions ($tc) than records applied ($vr)"
+[ "$tk" -ge 1 ] && [ "$tkb" -gt 0 ] || rf_fail "no credit counted ($tk, $tkb bytes)"
+[ "$(tv errors)" = 0 ] && [ "$(tv refused)" = 0 ] ||
+	rf_fail "a clean session counted transport errors ($(tv errors)) or refusals ($(tv refused))"
 
 rf_log "a second session adds to the counters"
 "$sim" --hub "$hub" --volume vm1-disk0 --disk "$disk" --agent vm1 --vol-id 1 --bitmap-valid \
@@ -161,6 +200,12 @@ scrape
 vb2=$(value rephub_volume_bytes_total 'volume="vm1-disk0"')
 [ "$vb2" -gt "$vb" ] || rf_fail "volume bytes did not grow ($vb -> $vb2)"
 [ "$(value rephub_agent_sessions_total 'agent="vm1"')" -ge 2 ] || rf_fail "sessions did not grow"
+rf_wait_for 10 "the second data path to be detached in the metrics" all_detached
+[ "$(tv completions)" -gt "$tc" ] || rf_fail "completions did not grow ($tc -> $(tv completions))"
+[ "$(tv credits)" -gt "$tk" ] || rf_fail "credits did not grow ($tk -> $(tv credits))"
+[ "$(tv credit_bytes)" -gt "$tkb" ] || rf_fail "credit bytes did not grow"
+[ "$(tv attaches)" -gt "$ta" ] || rf_fail "transport attaches did not grow"
+[ "$(tv errors)" = 0 ] || rf_fail "the second session counted $(tv errors) transport errors"
 
 rf_log "an invalid record counts as an invalid record and a fence"
 rc=0
@@ -171,6 +216,30 @@ scrape
 [ "$(value rephub_agent_invalid_records_total 'agent="vm1"')" = 1 ] ||
 	rf_fail "invalid record not counted"
 [ "$(value rephub_agent_fences_total 'agent="vm1"')" = 1 ] || rf_fail "fence not counted"
+# A fence detaches the producer; it is not a transport error.
+rf_wait_for 10 "the fenced data path to be detached in the metrics" all_detached
+[ "$(tv errors)" = 0 ] || rf_fail "the fence counted as a transport error"
+
+rf_log "a refused token and a malformed frame count as transport errors"
+ta=$(tv attaches) td=$(tv detaches)
+# HELLO (magic FRFB, version 1, type 1, length 8) with a token no agent holds.
+data_send '\x46\x52\x46\x42\x01\x01\x00\x00\x08\x00\x00\x00\x00\x00\x00\x00\xef\xbe\xad\xde\x0d\xf0\xad\x0b'
+# The hub answers REFUSE (type 3) with ENOENT (2), then closes.
+[[ "$(cat "$RF_TMP/data.out")" == 4652464201030000????????0000000002000000* ]] ||
+	rf_fail "no REFUSE/ENOENT for an unknown token: $(cat "$RF_TMP/data.out")"
+scrape
+[ "$(tv refused)" = 1 ] || rf_fail "refused token: refused_total is $(tv refused), not 1"
+[ "$(tv errors)" = 1 ] || rf_fail "refused token: errors_total is $(tv errors), not 1"
+# Exactly one 16-byte header, with a bad magic.
+data_send 'GET / HTTP/1.0\r\n'
+[ -z "$(cat "$RF_TMP/data.out")" ] || rf_fail "the hub answered a malformed frame"
+scrape
+[ "$(tv errors)" = 2 ] || rf_fail "malformed frame: errors_total is $(tv errors), not 2"
+[ "$(tv refused)" = 1 ] || rf_fail "malformed frame counted as a refusal"
+[ "$(tv attaches)" = "$ta" ] && [ "$(tv detaches)" = "$td" ] ||
+	rf_fail "a refused or malformed connection counted as an attach or detach"
+grep -q '^# HELP rephub_transport_errors_total .' "$RF_TMP/metrics.txt" ||
+	rf_fail "rephub_transport_errors_total has no HELP text"
 
 rf_log "other paths and methods"
 http GET /nothing

@@ -2,7 +2,9 @@
 /*
  * The tcp:// and shm:// providers over real loopback sockets, with a plain
  * buffer as the ring: placement, doorbells, positions, refusal, malformed
- * frames, fence. The hub runs in a thread of its own.
+ * frames, fence, and the listener's counters (struct rf_fab_stats). The hub
+ * runs in a thread of its own; it copies the counters after every poll into
+ * a snapshot the test thread reads under a mutex.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -40,6 +42,9 @@ struct hub {
 	atomic_int fence_now, publish_now;
 	struct rf_fab_peer *peer;
 	pthread_t thread;
+	pthread_mutex_t mu;
+	struct rf_fab_stats stats, peer_stats; /* snapshots, under mu */
+	int polls;                             /* polls since start, under mu */
 };
 
 static int hub_attach(void *ctx, uint64_t token, struct rf_fab_ring_mem *mem)
@@ -93,6 +98,12 @@ static void *hub_loop(void *arg)
 		}
 		if (h->peer && atomic_exchange(&h->fence_now, 0))
 			rf_fab_peer_fence(h->peer);
+		pthread_mutex_lock(&h->mu);
+		rf_fab_listener_stats(h->l, &h->stats);
+		if (h->peer)
+			rf_fab_peer_stats(h->peer, &h->peer_stats);
+		h->polls++;
+		pthread_mutex_unlock(&h->mu);
 	}
 	return NULL;
 }
@@ -110,6 +121,7 @@ static void hub_start(struct hub *h, const char *url)
 	assert_true(h->map != MAP_FAILED);
 	close(fd);
 	assert_int_equal(rf_fab_listen(url, &hub_ops, h, &h->l), 0);
+	pthread_mutex_init(&h->mu, NULL);
 	assert_int_equal(pthread_create(&h->thread, NULL, hub_loop, h), 0);
 }
 
@@ -117,11 +129,44 @@ static void hub_stop(struct hub *h)
 {
 	atomic_store(&h->stop, 1);
 	pthread_join(h->thread, NULL);
+	pthread_mutex_destroy(&h->mu);
 	rf_fab_listener_close(&h->l);
 	assert_null(h->l);
 	munmap(h->map, DATA_OFF + RING_BYTES);
 	unlink(h->file);
 }
+
+/* The listener's counters as of the hub thread's next completed poll. */
+static struct rf_fab_stats hub_stats(struct hub *h)
+{
+	struct rf_fab_stats st;
+	int start;
+
+	pthread_mutex_lock(&h->mu);
+	start = h->polls;
+	pthread_mutex_unlock(&h->mu);
+	for (int i = 0; i < 500; i++) {
+		pthread_mutex_lock(&h->mu);
+		st = h->stats;
+		if (h->polls > start + 1) {
+			pthread_mutex_unlock(&h->mu);
+			return st;
+		}
+		pthread_mutex_unlock(&h->mu);
+		usleep(2000);
+	}
+	fail_msg("the hub thread stopped polling");
+	return st;
+}
+
+/* The counters once @field reached @want (bounded), or as they are then. */
+#define WAIT_STATS(h, field, want)                                                                 \
+	({                                                                                         \
+		struct rf_fab_stats st_ = hub_stats(h);                                            \
+		for (int i_ = 0; i_ < 250 && st_.field < (want); i_++)                             \
+			st_ = hub_stats(h);                                                        \
+		st_;                                                                               \
+	})
 
 static int wait_until(atomic_int *v, int want)
 {
@@ -169,6 +214,7 @@ static void run_roundtrip(int shm)
 	char url[128];
 	static uint8_t big[RING_BYTES / 2];
 	uint8_t small[3] = {1, 2, 3};
+	struct rf_fab_stats st, pst;
 
 	make_url(url, sizeof(url), shm);
 	hub_start(&h, url);
@@ -178,6 +224,12 @@ static void run_roundtrip(int shm)
 	assert_int_equal(info.pos.durable_pos, 512);
 	assert_int_equal(info.pos.durable_seq, 3);
 	assert_true(wait_until(&h.attached, 1));
+	st = hub_stats(&h);
+	assert_int_equal(st.attaches, 1);
+	assert_int_equal(st.detaches, 0);
+	assert_int_equal(st.completions, 0);
+	assert_int_equal(st.credits, 0);
+	assert_int_equal(st.errors, 0);
 
 	for (size_t i = 0; i < sizeof(big); i++)
 		big[i] = (uint8_t)(i * 7 + 1);
@@ -190,27 +242,55 @@ static void run_roundtrip(int shm)
 	assert_int_equal(atomic_load(&h.last_seq), 41);
 	assert_memory_equal(h.map + DATA_OFF + 1000, big, sizeof(big));
 	assert_memory_equal(h.map + DATA_OFF + RING_BYTES - 3, small, 3);
+	/* One doorbell per post, whatever its segment count. */
+	assert_int_equal(WAIT_STATS(&h, completions, 1).completions, 1);
+	segs[0] = (struct rf_fab_seg){.off = 0, .buf = small, .len = 3};
+	assert_int_equal(rf_fab_post(c, segs, 1, 42, 7), 0);
+	assert_int_equal(WAIT_STATS(&h, completions, 2).completions, 2);
 
 	/* Segments outside the data area never leave the producer. */
 	segs[0] = (struct rf_fab_seg){.off = RING_BYTES - 2, .buf = small, .len = 3};
-	assert_int_equal(rf_fab_post(c, segs, 1, 42, 1), -EINVAL);
-	assert_int_equal(rf_fab_post(c, segs, 0, 42, 1), -EINVAL);
+	assert_int_equal(rf_fab_post(c, segs, 1, 43, 1), -EINVAL);
+	assert_int_equal(rf_fab_post(c, segs, 0, 43, 1), -EINVAL);
 
-	atomic_store(&h.publish_now, 1);
-	assert_int_equal(wait_event(c, RF_FAB_EV_POSITION, &ev), 0);
-	assert_int_equal(ev.pos.durable_pos, 100);
-	assert_int_equal(ev.pos.durable_seq, 101);
-	assert_int_equal(ev.pos.head_pos, 102);
-	assert_int_equal(ev.pos.head_seq, 103);
+	for (int k = 1; k <= 2; k++) {
+		atomic_store(&h.publish_now, 1);
+		assert_int_equal(wait_event(c, RF_FAB_EV_POSITION, &ev), 0);
+		assert_int_equal(ev.pos.durable_pos, 100);
+		assert_int_equal(ev.pos.durable_seq, 101);
+		assert_int_equal(ev.pos.head_pos, 102);
+		assert_int_equal(ev.pos.head_seq, 103);
+		/* Sent means counted: the hub counts before the frame leaves. */
+		st = hub_stats(&h);
+		assert_int_equal(st.credits, k);
+		/* Head went 0 (the attach) -> 102, then stayed: 102 bytes freed. */
+		assert_int_equal(st.credit_bytes, 102);
+	}
+	assert_int_equal(st.completions, 2);
+	assert_int_equal(st.errors, 0);
+	pthread_mutex_lock(&h.mu);
+	pst = h.peer_stats;
+	pthread_mutex_unlock(&h.mu);
+	assert_int_equal(pst.attaches, 1);
+	assert_int_equal(pst.completions, 2);
+	assert_int_equal(pst.credits, 2);
+	assert_int_equal(pst.credit_bytes, 102);
 
 	/* Fence: the producer sees its connection die; nothing more lands. */
 	atomic_store(&h.fence_now, 1);
 	assert_true(wait_until(&h.detached, 1));
 	assert_int_equal(wait_event(c, RF_FAB_EV_CLOSED, &ev), 0);
 	assert_true(ev.err < 0);
-	assert_int_equal(rf_fab_post(c, segs, 1, 43, 2), -ENOTCONN);
+	assert_int_equal(rf_fab_post(c, segs, 1, 44, 2), -ENOTCONN);
 	rf_fab_close(&c);
 	assert_null(c);
+	/* A fence detaches without an error. */
+	st = hub_stats(&h);
+	assert_int_equal(st.attaches, 1);
+	assert_int_equal(st.detaches, 1);
+	assert_int_equal(st.errors, 0);
+	assert_int_equal(st.refused, 0);
+	assert_int_equal(st.completions, 2);
 	hub_stop(&h);
 }
 
@@ -231,13 +311,27 @@ static void test_refused_token(void **state)
 	struct rf_fab_ring_info info;
 	char url[128];
 
+	struct rf_fab_stats st;
+
 	make_url(url, sizeof(url), 0);
 	hub_start(&h, url);
 	assert_int_equal(rf_fab_connect(url, 999, 2000, &c, &info), -ENOENT);
 	assert_null(c);
+	st = hub_stats(&h);
+	assert_int_equal(st.refused, 1);
+	assert_int_equal(st.errors, 1);
+	assert_int_equal(st.attaches, 0);
+	assert_int_equal(st.detaches, 0);
 	/* The hub still serves a good producer afterwards. */
 	assert_int_equal(rf_fab_connect(url, GOOD_TOKEN, 2000, &c, &info), 0);
 	rf_fab_close(&c);
+	assert_true(wait_until(&h.detached, 1));
+	/* A producer that closes is a detach, not an error. */
+	st = hub_stats(&h);
+	assert_int_equal(st.attaches, 1);
+	assert_int_equal(st.detaches, 1);
+	assert_int_equal(st.refused, 1);
+	assert_int_equal(st.errors, 1);
 	hub_stop(&h);
 }
 
@@ -258,6 +352,7 @@ static void test_malformed_frames(void **state)
 	struct rf_fab_ring_info info;
 	char url[128];
 	int port;
+	struct rf_fab_stats st;
 
 	make_url(url, sizeof(url), 0);
 	port = atoi(strrchr(url, ':') + 1);
@@ -276,10 +371,19 @@ static void test_malformed_frames(void **state)
 		assert_int_equal(read(fd, buf, sizeof(buf)), 0);
 		close(fd);
 	}
+	/* Each malformed connection is one error, and none attached. */
+	st = hub_stats(&h);
+	assert_int_equal(st.errors, sizeof(cases) / sizeof(cases[0]));
+	assert_int_equal(st.attaches, 0);
+	assert_int_equal(st.refused, 0);
 	assert_int_equal(rf_fab_connect(url, GOOD_TOKEN, 2000, &c, &info), 0);
 	assert_true(wait_until(&h.attached, 1));
 	rf_fab_close(&c);
 	assert_true(wait_until(&h.detached, 1));
+	st = hub_stats(&h);
+	assert_int_equal(st.errors, sizeof(cases) / sizeof(cases[0]));
+	assert_int_equal(st.attaches, 1);
+	assert_int_equal(st.detaches, 1);
 	hub_stop(&h);
 }
 

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# SIGHUP reloads the configuration without dropping connected agents
+# (docs/HUB.md, "Signals"): a volume added while its agent was refused is
+# protected after the reload (the hub asks the agent to report again), an
+# unused volume is removed, a volume in use is kept, keys are reloaded, a
+# reloadable setting changes, a restart-only setting keeps its running
+# value with a warning, and a broken file changes nothing. The connected
+# agent keeps its session throughout and keeps replicating.
+. "$(dirname "$0")/lib.sh"
+
+rf_require nbdkit qemu-io python3 cmp
+[ -x "$RF_BIN/rephubd" ] || rf_fail "rephubd not built"
+filter=$RF_LIB/nbdkit-repagent-filter.so
+[ -f "$filter" ] || rf_fail "$filter not built"
+
+ctl_port=$(rf_free_port)
+hub="127.0.0.1:$ctl_port"
+data="tcp://127.0.0.1:$(rf_free_port)"
+mkdir -p "$RF_TMP/state"
+key() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+k1=$(key) k2=$(key) kops=$(key) kops2=$(key)
+printf 'vm1 %s\nvm2 %s\nops %s admin\n' "$k1" "$k2" "$kops" >"$RF_TMP/hub.psk"
+echo "vm1 $k1" >"$RF_TMP/vm1.psk"
+echo "vm2 $k2" >"$RF_TMP/vm2.psk"
+echo "ops $kops admin" >"$RF_TMP/ops.psk"
+echo "ops2 $kops2 admin" >"$RF_TMP/ops2.psk"
+chmod 600 "$RF_TMP"/*.psk
+
+conf() { # CONTROL RESYNC_RATE VOLUME-SECTIONS...
+	printf '[hub]\ncontrol = %s\ndata = %s\nstate_dir = %s\nring_size = 8M\nresync_rate = %s\npsk_file = %s\n' \
+		"$1" "$data" "$RF_TMP/state" "$2" "$RF_TMP/hub.psk"
+	shift 2
+	local v
+	for v in "$@"; do
+		printf '\n[volume %s]\nrecovery = %s/state/%s.img\n' "$v" "$RF_TMP" "$v"
+		case $v in vm*-disk0) printf 'agent = %s\n' "${v%-disk0}" ;; esac
+	done
+}
+conf "$hub" 0 vm1-disk0 spare >"$RF_TMP/hub.conf"
+head -c $((4 << 20)) /dev/urandom >"$RF_TMP/vm1.img"
+head -c $((4 << 20)) /dev/urandom >"$RF_TMP/vm2.img"
+
+rf_spawn hub "$RF_BIN/rephubd" --config "$RF_TMP/hub.conf"
+hub_pid=$RF_LAST_PID
+rf_wait_port "$ctl_port" 20
+log=$RF_TMP/hub.log
+admin() { "$RF_BIN/repctl" --hub "$hub" --psk-file "$RF_TMP/ops.psk" "$@"; }
+jq_() { admin status --json | python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+agent() { # ID
+	rf_spawn "nbdkit-$1" nbdkit -f -v -U "$RF_TMP/$1.sock" --filter="$filter" file "$RF_TMP/$1.img" \
+		repagent-hub="$hub" repagent-volume="$1-disk0" repagent-agent-id="$1" \
+		repagent-bitmap="$RF_TMP/$1.bitmap" repagent-psk-file="$RF_TMP/$1.psk"
+	rf_wait_for 20 "nbdkit $1" test -S "$RF_TMP/$1.sock"
+}
+write() { # ID PATTERN OFFSET
+	qemu-io -f raw -c "write -P $2 $3 256k" "nbd+unix:///?socket=$RF_TMP/$1.sock" >>"$RF_TMP/qemu-io.log"
+}
+
+rf_log "vm1 protected; vm2 refused (its volume is not configured yet)"
+agent vm1
+write vm1 0x11 0
+admin wait vm1-disk0 --synced --timeout 60 || rf_fail "vm1-disk0 did not sync"
+agent vm2
+rf_wait_for 20 "vm2's refusal" grep -q "hub refused volume vm2-disk0: no volume named" "$RF_TMP/nbdkit-vm2.log"
+session=$(jq_ '[a["session"] for a in d["agents"] if a["id"]=="vm1"][0]')
+[ "$session" -gt 0 ] || rf_fail "no session for vm1"
+"$RF_BIN/repctl" --hub "$hub" --psk-file "$RF_TMP/ops2.psk" status >/dev/null 2>&1 &&
+	rf_fail "ops2 was accepted before its key was added"
+
+rf_log "reload: +vm2-disk0, -spare, -vm1-disk0 (busy), a new control port, resync_rate 123M, key ops2"
+conf "127.0.0.1:$(rf_free_port)" 123M vm2-disk0 >"$RF_TMP/hub.conf"
+echo "ops2 $kops2 admin" >>"$RF_TMP/hub.psk"
+lines=$(wc -l <"$log")
+kill -HUP "$hub_pid"
+rf_wait_for 10 "the reload" grep -q "reloaded: 2 volume(s) (1 added, 1 removed, 1 kept while busy), 4 key(s)" "$log"
+after() { tail -n +"$((lines + 1))" "$log"; }
+for want in "volume vm2-disk0 added" "volume spare removed" \
+	"volume vm1-disk0 is no longer configured, but its agent is connected: kept" \
+	"control '$hub' -> '127.0.0.1:.*' needs a restart; keeping '$hub'"; do
+	after | grep -q "$want" || { after; rf_fail "reload log lacks: $want"; }
+done
+if after | grep -q "agent vm1: \(closing\|new control connection\)\|agent vm1 ([^)]*): control connection closed"; then
+	after; rf_fail "the reload dropped vm1"
+fi
+[ "$(jq_ '[a["session"] for a in d["agents"] if a["id"]=="vm1"][0]')" = "$session" ] ||
+	rf_fail "vm1's session changed"
+[ "$(jq_ '" ".join(sorted(v["name"] for v in d["volumes"]))')" = "vm1-disk0 vm2-disk0" ] ||
+	rf_fail "volumes after the reload: $(jq_ '[v["name"] for v in d["volumes"]]')"
+[ "$(jq_ 'd["hub"]["resync_rate"]')" = $((123 << 20)) ] || rf_fail "resync_rate not reloaded"
+[ "$(jq_ 'd["hub"]["control"]')" = "$hub" ] || rf_fail "control changed without a restart"
+"$RF_BIN/repctl" --hub "$hub" --psk-file "$RF_TMP/ops2.psk" status >/dev/null ||
+	rf_fail "the reloaded key ops2 is refused"
+
+rf_log "vm2 reports again and is protected; vm1 keeps replicating"
+rf_wait_for 20 "vm2's new report" grep -q "the hub asks for the refused volumes again" "$RF_TMP/nbdkit-vm2.log"
+write vm2 0x22 1M
+write vm1 0x33 2M
+admin wait vm2-disk0 --synced --timeout 60 || rf_fail "vm2-disk0 did not sync after the reload"
+admin wait vm1-disk0 --synced --timeout 60 || rf_fail "vm1-disk0 did not stay in sync"
+cmp "$RF_TMP/vm2.img" "$RF_TMP/state/vm2-disk0.img" || rf_fail "vm2's replica differs"
+cmp "$RF_TMP/vm1.img" "$RF_TMP/state/vm1-disk0.img" || rf_fail "vm1's replica differs"
+[ ! -e "$RF_TMP/state/spare.img" ] || rf_fail "the removed volume got an image"
+
+rf_log "a broken file changes nothing"
+echo "bogus_key = 1" >>"$RF_TMP/hub.conf"
+lines=$(wc -l <"$log")
+kill -HUP "$hub_pid"
+rf_wait_for 10 "the refusal" grep -q "reload refused: 1 problem(s)" "$log"
+after | grep -q "key 'bogus_key' in \[volume vm2-disk0\]: unknown key" || rf_fail "no reason given"
+[ "$(jq_ '" ".join(sorted(v["name"] for v in d["volumes"]))')" = "vm1-disk0 vm2-disk0" ] ||
+	rf_fail "a refused reload changed the volumes"
+rf_alive "$hub_pid"
+rf_log "PASS"
