@@ -203,10 +203,25 @@ cmp -s "$disk_b" "$image_y" ||
 	rf_fail "the refused foreign:7 record was applied to vmB-disk0 after vmB re-mapped vol_id 7"
 rf_log "  vmB-disk0's image still equals vmB's disk"
 
-kill -TERM "$a_pid"
+rf_log "fencing after failover: vmA, attached and writing, cannot change vmA-disk0"
+"$repctl" --hub "$hub" failover vmA-disk0 >"$RF_TMP/failover.txt" ||
+	{ cat "$RF_TMP/failover.txt"; rf_fail "failover of vmA-disk0 failed"; }
+cmp "$disk_a" "$image_x" || rf_fail "the failed-over image differs from vmA's disk"
+cp "$image_x" "$RF_TMP/x.failover"
+# The failover fenced vmA's data path at once: asked for more writes, it
+# finds its transport gone and exits fenced (nothing it posts can land).
+kill -USR1 "$a_pid"
 rc=0
 wait "$a_pid" || rc=$?
-[ "$rc" = 0 ] || rf_fail "vmA exited $rc after SIGTERM"
+[ "$rc" = 1 ] && grep -q "agent-sim: fenced" "$RF_TMP/agentA.log" ||
+	{ tail -5 "$RF_TMP/agentA.log"; rf_fail "vmA was not fenced after the failover (exit $rc)"; }
+rc=0
+"$sim" --hub "$hub" --agent vmA --volume vmA-disk0 --vol-id 7 --disk "$disk_a" --bitmap-valid \
+	--writes 10 --seed 9 >"$RF_TMP/a-again.log" 2>&1 || rc=$?
+[ "$rc" = 1 ] && grep -q "ERROR from the hub: volume 'vmA-disk0' was failed over at seq" \
+	"$RF_TMP/a-again.log" || { cat "$RF_TMP/a-again.log"; rf_fail "vmA's reconnect was not refused"; }
+cmp "$RF_TMP/x.failover" "$image_x" || rf_fail "a write after the failover reached vmA-disk0's image"
+rf_log "  vmA fenced, its reconnect refused (EPERM), the image as at the failover"
 kill -TERM "$hub_pid"
 rc=0
 wait "$hub_pid" || rc=$?
