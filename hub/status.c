@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "hub.h"
+#include "journal.h"
 #include "repfabric/log.h"
 
 #define STATUS_VERSION 1
@@ -114,6 +115,251 @@ static void agent_lag(const struct agent *a, uint64_t *recs, uint64_t *bytes)
 	}
 }
 
+/*
+ * How old the oldest landed but not yet durable record is: the hub's clock
+ * minus the agent's write time (CLOCK_REALTIME) of the record at the ring's
+ * head. 0 without lag; false when unknown (no ring, the head does not peek,
+ * a producer that sets no timestamps).
+ */
+static bool agent_lag_ms(const struct agent *a, uint64_t lag_recs, uint64_t *ms)
+{
+	struct rf_ring_record rec;
+	int64_t now, t;
+
+	*ms = 0;
+	if (!lag_recs)
+		return true;
+	if (!a->ring || rf_ring_peek(a->ring, &rec, NULL) || !rec.timestamp_ns)
+		return false;
+	now = hub_wall_ms();
+	t = (int64_t)(rec.timestamp_ns / 1000000);
+	*ms = now > t ? (uint64_t)(now - t) : 0;
+	return true;
+}
+
+static void sb_key_lag_ms(struct sb *b, const struct agent *a, uint64_t lag_recs)
+{
+	uint64_t ms;
+
+	if (a && agent_lag_ms(a, lag_recs, &ms))
+		sb_key_u64(b, "lag_ms", ms);
+	else if (!a)
+		sb_key_u64(b, "lag_ms", 0);
+	else
+		sb_printf(b, "\"lag_ms\":null,");
+}
+
+/*
+ * Sync and resync rate, for the ETA. Samples of (time, bytes done) are
+ * taken when the status is asked for, at most one per RATE_STEP_MS per
+ * volume; the rate is measured from the oldest sample at most
+ * RATE_WINDOW_MS old (at least RATE_MIN_MS), else from the newest older
+ * one. The first sample is the start of the sync (0 bytes), so a single
+ * `repctl status` gets the average since the start. Windows are found by
+ * volume name (a reload may add and remove volumes); one that holds no
+ * sync or resync is free for any volume.
+ */
+#define RATE_SAMPLES   12
+#define RATE_STEP_MS   1000
+#define RATE_WINDOW_MS 10000
+#define RATE_MIN_MS    1000
+
+enum rate_kind { RATE_NONE, RATE_SYNC, RATE_RESYNC };
+
+struct rate_sample {
+	int64_t t;
+	uint64_t done;
+};
+
+struct rate_win {
+	char name[RF_CTL_MAX_NAME + 1];
+	enum rate_kind kind;
+	int64_t key; /* when the sync or resync began */
+	struct rate_sample s[RATE_SAMPLES];
+	unsigned n, next; /* samples held; slot for the next one */
+};
+
+struct rate_est {
+	bool active;   /* syncing or resyncing */
+	double pct;    /* of this sync or resync */
+	uint64_t left; /* bytes still to sync or resend */
+	bool known;    /* rate measured */
+	uint64_t bps, window_ms;
+};
+
+static struct rate_win *rate_wins;
+static size_t nrate_wins;
+
+/* @v's window; with @claim, a free or new one if it has none (else NULL). */
+static struct rate_win *rate_win_of(const struct volume *v, bool claim)
+{
+	struct rate_win *w, *free_w = NULL;
+
+	for (size_t i = 0; i < nrate_wins; i++) {
+		w = &rate_wins[i];
+		if (strcmp(w->name, v->cfg->name) == 0)
+			return w;
+		if (w->kind == RATE_NONE && !free_w)
+			free_w = w;
+	}
+	if (!claim)
+		return NULL;
+	if (!free_w) {
+		w = realloc(rate_wins, (nrate_wins + 1) * sizeof(*w));
+		if (!w)
+			return NULL;
+		rate_wins = w;
+		free_w = &rate_wins[nrate_wins++];
+	}
+	memset(free_w, 0, sizeof(*free_w));
+	snprintf(free_w->name, sizeof(free_w->name), "%s", v->cfg->name);
+	return free_w;
+}
+
+static void rate_push(struct rate_win *w, int64_t t, uint64_t done)
+{
+	w->s[w->next] = (struct rate_sample){t, done};
+	w->next = (w->next + 1) % RATE_SAMPLES;
+	if (w->n < RATE_SAMPLES)
+		w->n++;
+}
+
+/* The sample to measure from at @now, or NULL. Oldest first: slot next - n. */
+static const struct rate_sample *rate_base(const struct rate_win *w, int64_t now)
+{
+	const struct rate_sample *older = NULL;
+
+	for (unsigned k = 0; k < w->n; k++) {
+		const struct rate_sample *s =
+		    &w->s[(w->next + RATE_SAMPLES - w->n + k) % RATE_SAMPLES];
+		int64_t age = now - s->t;
+
+		if (age > RATE_WINDOW_MS)
+			older = s;
+		else if (age >= RATE_MIN_MS)
+			return s;
+	}
+	return older;
+}
+
+static void rate_measure(struct rate_win *w, enum rate_kind kind, int64_t key, uint64_t done,
+                         int64_t now, struct rate_est *e)
+{
+	const struct rate_sample *base;
+
+	if (w->kind != kind || w->key != key) {
+		w->kind = kind;
+		w->key = key;
+		w->n = w->next = 0;
+		rate_push(w, key, 0);
+	}
+	base = rate_base(w, now);
+	if (base && done >= base->done) {
+		e->known = true;
+		e->window_ms = (uint64_t)(now - base->t);
+		e->bps = (done - base->done) * 1000 / e->window_ms;
+	}
+	if (now - w->s[(w->next + RATE_SAMPLES - 1) % RATE_SAMPLES].t >= RATE_STEP_MS)
+		rate_push(w, now, done);
+}
+
+/* Progress and rate of @v's sync or resync (nothing when it has none). */
+static void volume_rate(const struct volume *v, int64_t now, struct rate_est *e)
+{
+	struct rate_win *w;
+	uint64_t done, total;
+	enum rate_kind kind = RATE_NONE;
+	int64_t key = 0;
+
+	memset(e, 0, sizeof(*e));
+	if (v->sync.active) {
+		kind = RATE_SYNC;
+		key = v->sync.started_at;
+		done = v->sync.synced_bytes;
+		total = v->size;
+	} else if (v->state == RF_VOL_RESYNCING) {
+		kind = RATE_RESYNC;
+		key = v->resync_started;
+		done = v->resync_bytes;
+		total = v->resync_bytes + v->resend_bytes;
+	}
+	w = rate_win_of(v, kind != RATE_NONE);
+	if (w && kind == RATE_NONE)
+		w->kind = RATE_NONE; /* free for any volume */
+	if (kind == RATE_NONE)
+		return;
+	e->active = true;
+	e->left = total > done ? total - done : 0;
+	e->pct = total ? 100.0 * (double)done / (double)total : 0.0;
+	if (w)
+		rate_measure(w, kind, key, done, now, e);
+}
+
+static void rate_json(struct sb *b, const struct volume *v, int64_t now)
+{
+	struct rate_est e;
+
+	volume_rate(v, now, &e);
+	if (v->state == RF_VOL_RESYNCING)
+		sb_printf(b, "\"resync_percent\":%.1f,", e.pct);
+	else
+		sb_printf(b, "\"resync_percent\":null,");
+	if (!e.known) {
+		sb_printf(b, "\"sync_rate_bps\":null,\"sync_rate_window_ms\":null,\"eta_s\":null,");
+		return;
+	}
+	sb_key_u64(b, "sync_rate_bps", e.bps);
+	sb_key_u64(b, "sync_rate_window_ms", e.window_ms);
+	if (e.bps)
+		sb_key_u64(b, "eta_s", (e.left + e.bps - 1) / e.bps);
+	else if (!e.left)
+		sb_key_u64(b, "eta_s", 0);
+	else
+		sb_printf(b, "\"eta_s\":null,");
+}
+
+/* The journal's span (journal.h): null without one. */
+static void journal_json(struct sb *b, const struct volume *v)
+{
+	const struct journal *j = v->jr;
+	struct journal_info in;
+	int64_t oldest;
+	bool known;
+
+	if (!j) {
+		sb_printf(b, "\"journal\":null,");
+		return;
+	}
+	journal_get_info(j, &in);
+	/* Time 0: nothing applied with a known time yet; the oldest point is
+	 * then "before the journal", just before its first entry. */
+	known = in.have_oldest && in.oldest_time_ms > 0;
+	oldest =
+	    known ? in.oldest_time_ms : (in.entries ? j->ents[j->head].time_ms : in.newest_time_ms);
+	sb_printf(b, "\"journal\":{");
+	sb_key_u64(b, "entries", in.entries);
+	sb_key_u64(b, "bytes", in.bytes);
+	if (in.have_oldest)
+		sb_key_u64(b, "oldest_seq", in.oldest_seq);
+	else
+		sb_printf(b, "\"oldest_seq\":null,");
+	if (known)
+		sb_key_u64(b, "oldest_time_ms", (uint64_t)in.oldest_time_ms);
+	else
+		sb_printf(b, "\"oldest_time_ms\":null,");
+	if (in.entries) {
+		sb_key_u64(b, "newest_seq", in.newest_seq);
+		sb_key_u64(b, "newest_time_ms", (uint64_t)in.newest_time_ms);
+	} else {
+		sb_printf(b, "\"newest_seq\":null,\"newest_time_ms\":null,");
+	}
+	sb_key_u64(b, "span_ms",
+	           in.newest_time_ms > oldest ? (uint64_t)(in.newest_time_ms - oldest) : 0);
+	sb_key_u64(b, "retain_ms", v->cfg->journal_time_ms);
+	sb_key_u64(b, "retain_bytes", v->cfg->journal_size);
+	sb_printf(b, "\"paused\":%s},", in.paused ? "true" : "false");
+}
+
 static bool volume_caught_up(const struct volume *v)
 {
 	const struct agent *a = v->owner;
@@ -171,8 +417,10 @@ static void volume_json(struct sb *b, const struct volume *v, int64_t now)
 	sb_key_u64(b, "durable_seq", a ? a->durable_seq : 0);
 	sb_key_u64(b, "lag_records", lag_recs);
 	sb_key_u64(b, "lag_bytes", lag_bytes);
+	sb_key_lag_ms(b, a, lag_recs);
 	sb_key_u64(b, "dirty_bytes", v->dirty_bytes);
 	resync_json(b, v, now);
+	rate_json(b, v, now);
 	sb_printf(b, "\"ring_fill\":%.6f,", fill);
 	sb_key_u64(b, "progress_count", v->progress_count);
 	if (v->progress_count)
@@ -195,6 +443,7 @@ static void volume_json(struct sb *b, const struct volume *v, int64_t now)
 		          now - v->sync.started_at);
 	else
 		sb_printf(b, "\"sync\":null,");
+	journal_json(b, v);
 	sb_key_str(b, "recovery", v->cfg->recovery, false);
 	sb_printf(b, "}");
 }
@@ -221,6 +470,7 @@ static void agent_json(struct sb *b, const struct agent *a, int64_t now)
 		sb_printf(b, "\"landed_seq\":null,");
 	sb_key_u64(b, "lag_records", lag_recs);
 	sb_key_u64(b, "lag_bytes", lag_bytes);
+	sb_key_lag_ms(b, a, lag_recs);
 	if (a->have_progress) {
 		sb_key_u64(b, "next_seq", a->progress_next_seq);
 		sb_key_u64(b, "queued", a->progress_queued);
@@ -261,6 +511,9 @@ char *status_json(struct hub *h, size_t *len)
 	sb_key_u64(&b, "connections", h->nconns);
 	sb_key_u64(&b, "connections_accepted", h->conns_accepted);
 	sb_key_u64(&b, "protocol_errors", h->protocol_errors);
+	sb_printf(&b, "\"authentication\":%s,", h->auth_on ? "true" : "false");
+	sb_key_u64(&b, "auth_ok", h->auth_ok);
+	sb_key_u64(&b, "auth_failures", h->auth_failures);
 	sb_printf(&b, "\"refusals\":%" PRIu64 "},\"volumes\":[", h->refusals);
 	for (size_t i = 0; i < h->nvols; i++) {
 		sb_printf(&b, "%s", i ? "," : "");

@@ -27,7 +27,9 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "repctl_conn.h"
 #include "repctl_pit.h"
+#include "repfabric/auth.h"
 #include "repfabric/ctl.h"
 
 #define EXIT_UNMET  1
@@ -43,17 +45,52 @@ static const char *hub_addr = DEFAULT_HUB;
 static void usage(FILE *f)
 {
 	fprintf(f,
-	        "usage: repctl [--hub HOST:PORT] status [--json]\n"
-	        "       repctl [--hub HOST:PORT] wait VOLUME --synced [--timeout SECONDS]\n"
-	        "       repctl [--hub HOST:PORT] points VOLUME\n"
-	        "       repctl [--hub HOST:PORT] test-failover start|stop VOLUME [--at TIME]\n"
-	        "       repctl [--hub HOST:PORT] failover VOLUME [--at TIME] [--force]\n"
+	        "usage: repctl [OPTIONS] status [--json]\n"
+	        "       repctl [OPTIONS] wait VOLUME --synced [--timeout SECONDS]\n"
+	        "       repctl [OPTIONS] points VOLUME\n"
+	        "       repctl [OPTIONS] test-failover start|stop VOLUME [--at TIME]\n"
+	        "       repctl [OPTIONS] failover VOLUME [--at TIME] [--force]\n"
+	        "       repctl genkey [IDENTITY [agent|admin]]\n"
 	        "\n"
 	        "  --hub HOST:PORT   the hub's control address (default $REPCTL_HUB, else %s)\n"
+	        "  --psk-file FILE   authenticate with a key from FILE (mode 0600; default\n"
+	        "                    $REPCTL_PSK_FILE): needed when the hub has psk_file\n"
+	        "  --identity NAME   the key to use (default $REPCTL_IDENTITY, else the\n"
+	        "                    file's only key); an admin identity\n"
 	        "  --json            print the hub's status JSON as it is\n"
 	        "  --synced          wait until VOLUME is protected and caught up\n"
 	        "  --timeout SECS    give up after SECS seconds (default: never)\n",
 	        DEFAULT_HUB);
+}
+
+static const char *psk_file, *identity;
+
+/* Options before the command, for every command. */
+static const struct {
+	const char *name;
+	const char **dst;
+} conn_opts[] = {{"--hub", &hub_addr}, {"--psk-file", &psk_file}, {"--identity", &identity}};
+
+/* repctl genkey [IDENTITY [ROLE]]: a fresh key as a key file line. */
+static int cmd_genkey(int argc, char **argv)
+{
+	uint8_t k[32];
+	const char *id = argc > 1 ? argv[1] : "NAME", *role = argc > 2 ? argv[2] : "agent";
+
+	if (argc > 3 || (argc > 1 && !rf_ctl_name_ok(id)) ||
+	    (strcmp(role, "agent") && strcmp(role, "admin"))) {
+		fprintf(stderr, "usage: repctl genkey [IDENTITY [agent|admin]]\n");
+		return EXIT_USAGE;
+	}
+	if (rf_auth_random(k, sizeof(k))) {
+		fprintf(stderr, "repctl: genkey: no random bytes\n");
+		return 1;
+	}
+	printf("%s ", id);
+	for (size_t i = 0; i < sizeof(k); i++)
+		printf("%02x", k[i]);
+	printf(" %s\n", role);
+	return 0;
 }
 
 static int64_t now_ms(void)
@@ -66,7 +103,7 @@ static int64_t now_ms(void)
 
 static int dial(void)
 {
-	return rf_ctl_dial(hub_addr, DIAL_MS);
+	return repctl_dial(hub_addr, DIAL_MS);
 }
 
 /*
@@ -93,9 +130,18 @@ static int fetch_status(int fd, char **out, char *msg, size_t msglen)
 	}
 	for (;;) {
 		rc = rf_ctl_recv(fd, &h, buf, RF_CTL_MAX_PAYLOAD, REPLY_MS, &why);
+		if (rc == -ETIMEDOUT) {
+			snprintf(msg, msglen,
+			         "no status from hub at %s: it accepted the connection but did "
+			         "not answer in %d s",
+			         hub_addr, REPLY_MS / 1000);
+			goto out;
+		}
 		if (rc) {
 			snprintf(msg, msglen, "no status from hub at %s: %s", hub_addr,
-			         rc == -EPROTO ? why : strerror(-rc));
+			         rc == -EPROTO       ? why
+			         : rc == -ECONNRESET ? "it closed the connection"
+			                             : strerror(-rc));
 			goto out;
 		}
 		if (h.req_id != req)
@@ -167,44 +213,191 @@ static const char *human(uint64_t v, char *buf, size_t len)
 	return buf;
 }
 
-static void print_table(const struct json *st)
+/* "2h05m", "5m07s", "42s" */
+static const char *duration_s(uint64_t s, char *buf, size_t len)
 {
-	const struct json *vols = json_get(st, "volumes"), *agents = json_get(st, "agents");
-	char b1[32], b2[32], b3[32], b4[32];
+	if (s < 60)
+		snprintf(buf, len, "%" PRIu64 "s", s);
+	else if (s < 3600)
+		snprintf(buf, len, "%" PRIu64 "m%02" PRIu64 "s", s / 60, s % 60);
+	else if (s < 86400)
+		snprintf(buf, len, "%" PRIu64 "h%02" PRIu64 "m", s / 3600, s % 3600 / 60);
+	else
+		snprintf(buf, len, "%" PRIu64 "d%02" PRIu64 "h", s / 86400, s % 86400 / 3600);
+	return buf;
+}
 
-	printf("%-20s %-12s %10s %7s %-16s %12s %8s %10s %10s %10s\n", "VOLUME", "STATE", "SIZE",
-	       "SYNCED", "AGENT", "DURABLE_SEQ", "LAG_RECS", "LAG_BYTES", "DIRTY", "RESENT");
+/* As duration_s, with tenths below 10 s: "1.5s" */
+static const char *duration_ms(uint64_t ms, char *buf, size_t len)
+{
+	if (ms >= 10000)
+		return duration_s(ms / 1000, buf, len);
+	snprintf(buf, len, "%.1fs", (double)ms / 1000.0);
+	return buf;
+}
+
+#define BAR_WIDTH 20
+
+/* "[########............]  43%": the percent rounded down, 100 only when done. */
+static const char *progress_bar(double pct, char *buf, size_t len)
+{
+	char bar[BAR_WIDTH + 1];
+	unsigned fill;
+
+	if (pct < 0)
+		pct = 0;
+	if (pct > 100)
+		pct = 100;
+	fill = (unsigned)(pct * BAR_WIDTH / 100);
+	for (unsigned i = 0; i < BAR_WIDTH; i++)
+		bar[i] = i < fill ? '#' : '.';
+	bar[BAR_WIDTH] = '\0';
+	snprintf(buf, len, "[%s] %3u%%", bar, (unsigned)pct);
+	return buf;
+}
+
+/* The cells of a volume's line that need more than a lookup. */
+struct vol_cells {
+	char progress[BAR_WIDTH + 16], rate[32], eta[32], lag_age[32], journal[32];
+};
+
+static void volume_cells(const struct json *v, struct vol_cells *c)
+{
+	const char *state = json_str(json_get(v, "state"), "?");
+	const struct json *eta = json_get(v, "eta_s"), *lag = json_get(v, "lag_ms");
+	const struct json *rate = json_get(v, "sync_rate_bps"), *jr = json_get(v, "journal");
+	bool resync = strcmp(state, "resyncing") == 0;
+	bool active = resync || strcmp(state, "syncing") == 0;
+	double pct = json_num(json_get(v, resync ? "resync_percent" : "synced_percent"), 0);
+	uint64_t size = json_u64(json_get(v, "size"), 0);
+	char hb[32];
+
+	/* From the bytes: synced_percent has one decimal (99.96 reads 100.0). */
+	if (!resync && size)
+		pct = 100.0 * (double)json_u64(json_get(v, "synced_bytes"), 0) / (double)size;
+	if (active)
+		progress_bar(pct, c->progress, sizeof(c->progress));
+	else
+		snprintf(c->progress, sizeof(c->progress), "%u%%", (unsigned)pct);
+	snprintf(c->rate, sizeof(c->rate), "%s", active ? "?" : "-");
+	snprintf(c->eta, sizeof(c->eta), "%s", active ? "?" : "-");
+	if (active && rate && rate->is_u64)
+		snprintf(c->rate, sizeof(c->rate), "%s/s", human(rate->u64, hb, sizeof(hb)));
+	if (active && eta && eta->is_u64)
+		duration_s(eta->u64, c->eta, sizeof(c->eta));
+	if (lag && lag->is_u64)
+		duration_ms(lag->u64, c->lag_age, sizeof(c->lag_age));
+	else
+		snprintf(c->lag_age, sizeof(c->lag_age), "?");
+	if (jr && jr->type == JSON_OBJECT)
+		duration_ms(json_u64(json_get(jr, "span_ms"), 0), c->journal, sizeof(c->journal));
+	else
+		snprintf(c->journal, sizeof(c->journal), "-");
+}
+
+/* The widest @key (a string) in @arr, at least @min. */
+static int col_width(const struct json *arr, const char *key, size_t min)
+{
+	for (size_t i = 0; arr && arr->type == JSON_ARRAY && i < arr->n; i++) {
+		size_t n = strlen(json_str(json_get(&arr->kid[i], key), "-"));
+
+		if (n > min)
+			min = n;
+	}
+	return (int)min;
+}
+
+static void print_volumes(const struct json *vols)
+{
+	int nw = col_width(vols, "name", 6), aw = col_width(vols, "agent", 5);
+	char b1[32], b2[32], b3[32], b4[32];
+	struct vol_cells c;
+
+	printf("%-*s %-12s %10s %-*s %12s %7s %-*s %8s %10s %7s %6s %8s %10s %10s\n", nw, "VOLUME",
+	       "STATE", "SIZE", BAR_WIDTH + 7, "PROGRESS", "RATE", "ETA", aw, "AGENT", "LAG_RECS",
+	       "LAG_BYTES", "LAG_AGE", "RING", "JOURNAL", "DIRTY", "RESENT");
 	for (size_t i = 0; vols && vols->type == JSON_ARRAY && i < vols->n; i++) {
 		const struct json *v = &vols->kid[i];
 
-		printf("%-20s %-12s %10s %6.1f%% %-16s %12" PRIu64 " %8" PRIu64 " %10s %10s %10s\n",
-		       json_str(json_get(v, "name"), "?"), json_str(json_get(v, "state"), "?"),
-		       human(json_u64(json_get(v, "size"), 0), b1, sizeof(b1)),
-		       json_num(json_get(v, "synced_percent"), 0),
-		       json_str(json_get(v, "agent"), "-"), json_u64(json_get(v, "durable_seq"), 0),
+		volume_cells(v, &c);
+		printf("%-*s %-12s %10s %*s %12s %7s %-*s %8" PRIu64 " %10s %7s %5.1f%% %8s %10s "
+		       "%10s\n",
+		       nw, json_str(json_get(v, "name"), "?"), json_str(json_get(v, "state"), "?"),
+		       human(json_u64(json_get(v, "size"), 0), b1, sizeof(b1)), BAR_WIDTH + 7,
+		       c.progress, c.rate, c.eta, aw, json_str(json_get(v, "agent"), "-"),
 		       json_u64(json_get(v, "lag_records"), 0),
-		       human(json_u64(json_get(v, "lag_bytes"), 0), b2, sizeof(b2)),
+		       human(json_u64(json_get(v, "lag_bytes"), 0), b2, sizeof(b2)), c.lag_age,
+		       100.0 * json_num(json_get(v, "ring_fill"), 0), c.journal,
 		       human(json_u64(json_get(v, "dirty_bytes"), 0), b3, sizeof(b3)),
 		       human(json_u64(json_get(v, "resent_bytes"), 0), b4, sizeof(b4)));
 	}
-	if (!agents || agents->type != JSON_ARRAY || agents->n == 0)
-		return;
-	printf("\n%-16s %-10s %-9s %10s %7s %12s %8s %7s %11s\n", "AGENT", "CONNECTED", "ATTACHED",
-	       "RING_USED", "FILL", "RECORDS", "INVALID", "FENCES", "CONGESTIONS");
-	for (size_t i = 0; i < agents->n; i++) {
-		const struct json *a = &agents->kid[i];
+}
 
-		printf("%-16s %-10s %-9s %10s %6.1f%% %12" PRIu64 " %8" PRIu64 " %7" PRIu64
-		       " %11" PRIu64 "\n",
-		       json_str(json_get(a, "id"), "?"),
+static void print_agents(const struct json *agents)
+{
+	int aw = col_width(agents, "id", 5);
+	char b1[32], b2[32];
+
+	printf("\n%-*s %-10s %-9s %12s %10s %7s %7s %12s %8s %7s %11s\n", aw, "AGENT", "CONNECTED",
+	       "ATTACHED", "DURABLE_SEQ", "RING_USED", "FILL", "LAG_AGE", "RECORDS", "INVALID",
+	       "FENCES", "CONGESTIONS");
+	for (size_t i = 0; i < agents->n; i++) {
+		const struct json *a = &agents->kid[i], *lag = json_get(a, "lag_ms");
+
+		printf("%-*s %-10s %-9s %12" PRIu64 " %10s %6.1f%% %7s %12" PRIu64 " %8" PRIu64
+		       " %7" PRIu64 " %11" PRIu64 "\n",
+		       aw, json_str(json_get(a, "id"), "?"),
 		       json_bool(json_get(a, "connected"), false) ? "yes" : "no",
 		       json_bool(json_get(a, "attached"), false) ? "yes" : "no",
+		       json_u64(json_get(a, "durable_seq"), 0),
 		       human(json_u64(json_get(a, "ring_used_bytes"), 0), b1, sizeof(b1)),
 		       100.0 * json_num(json_get(a, "ring_fill"), 0),
+		       lag && lag->is_u64 ? duration_ms(lag->u64, b2, sizeof(b2)) : "?",
 		       json_u64(json_get(a, "records"), 0),
 		       json_u64(json_get(a, "invalid_records"), 0),
 		       json_u64(json_get(a, "fences"), 0), json_u64(json_get(a, "congestions"), 0));
 	}
+}
+
+/*
+ * One line per volume (docs/HUB.md, "repctl"): state, progress (a bar while
+ * syncing or resyncing), rate and ETA, lag in records, bytes and age, ring
+ * fill, journal span; then one line per agent.
+ */
+static void print_table(const struct json *st)
+{
+	const struct json *agents = json_get(st, "agents");
+
+	print_volumes(json_get(st, "volumes"));
+	if (agents && agents->type == JSON_ARRAY && agents->n)
+		print_agents(agents);
+}
+
+/*
+ * Say why the hub cannot be reached (@err from dial()), naming the address:
+ * the first line stays "repctl: cannot reach hub at ADDR: REASON".
+ */
+static void say_unreachable(int err)
+{
+	if (err == -EKEYREJECTED)
+		return; /* repctl_dial() said why */
+	if (err == -EINVAL) {
+		fprintf(stderr, "repctl: cannot reach hub at %s: not HOST:PORT\n", hub_addr);
+		return;
+	}
+	if (err == -ETIMEDOUT)
+		fprintf(stderr, "repctl: cannot reach hub at %s: no answer in %d s\n", hub_addr,
+		        DIAL_MS / 1000);
+	else if (err == -EHOSTUNREACH)
+		fprintf(stderr, "repctl: cannot reach hub at %s: unknown host or no route to it\n",
+		        hub_addr);
+	else
+		fprintf(stderr, "repctl: cannot reach hub at %s: %s\n", hub_addr, strerror(-err));
+	if (err == -ECONNREFUSED || err == -ETIMEDOUT || err == -EHOSTUNREACH)
+		fprintf(stderr,
+		        "repctl: is rephubd running there? (the address: --hub HOST:PORT, "
+		        "else $REPCTL_HUB, else %s)\n",
+		        DEFAULT_HUB);
 }
 
 static int cmd_status(bool raw)
@@ -214,7 +407,7 @@ static int cmd_status(bool raw)
 	int fd = dial(), rc;
 
 	if (fd < 0) {
-		fprintf(stderr, "repctl: cannot reach hub at %s: %s\n", hub_addr, strerror(-fd));
+		say_unreachable(fd);
 		return EXIT_HUB;
 	}
 	rc = fetch_status(fd, &text, msg, sizeof(msg));
@@ -279,7 +472,7 @@ static int cmd_wait(const char *name, double timeout_s)
 	int fd = dial();
 
 	if (fd < 0) {
-		fprintf(stderr, "repctl: cannot reach hub at %s: %s\n", hub_addr, strerror(-fd));
+		say_unreachable(fd);
 		return EXIT_HUB;
 	}
 	for (;;) {
@@ -336,9 +529,10 @@ static int cmd_wait(const char *name, double timeout_s)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"hub", required_argument, NULL, 'H'}, {"json", no_argument, NULL, 'j'},
-	    {"synced", no_argument, NULL, 's'},    {"timeout", required_argument, NULL, 't'},
-	    {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0}};
+	    {"hub", required_argument, NULL, 'H'},      {"json", no_argument, NULL, 'j'},
+	    {"psk-file", required_argument, NULL, 'P'}, {"identity", required_argument, NULL, 'I'},
+	    {"synced", no_argument, NULL, 's'},         {"timeout", required_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
 	bool raw = false, synced = false;
 	double timeout_s = 0;
 	const char *env = getenv("REPCTL_HUB"), *cmd;
@@ -347,24 +541,53 @@ int main(int argc, char **argv)
 
 	if (env && *env)
 		hub_addr = env;
-	/* points, test-failover, failover: their own options (repctl_pit.c). */
+	psk_file = getenv("REPCTL_PSK_FILE");
+	identity = getenv("REPCTL_IDENTITY");
+	/* The connection options come first; points, test-failover and
+	 * failover have their own options (repctl_pit.c). */
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--hub") == 0 && i + 1 < argc) {
-			hub_addr = argv[++i];
+		const char **dst = NULL;
+		size_t n = 0;
+
+		for (size_t k = 0; k < sizeof(conn_opts) / sizeof(conn_opts[0]); k++) {
+			n = strlen(conn_opts[k].name);
+			if (!strncmp(argv[i], conn_opts[k].name, n) &&
+			    (argv[i][n] == '\0' || argv[i][n] == '=')) {
+				dst = conn_opts[k].dst;
+				break;
+			}
+		}
+		if (dst && argv[i][n] == '=') {
+			*dst = argv[i] + n + 1;
 			continue;
 		}
-		if (strncmp(argv[i], "--hub=", 6) == 0) {
-			hub_addr = argv[i] + 6;
+		if (dst && i + 1 < argc) {
+			*dst = argv[++i];
 			continue;
 		}
-		if (repctl_pit_command(argv[i]))
+		if (dst) {
+			fprintf(stderr, "repctl: %s needs a value\n", argv[i]);
+			return EXIT_USAGE;
+		}
+		if (!strcmp(argv[i], "genkey"))
+			return cmd_genkey(argc - i, argv + i);
+		if (repctl_pit_command(argv[i])) {
+			if (psk_file && *psk_file && repctl_auth_setup(psk_file, identity))
+				return EXIT_USAGE;
 			return repctl_pit_main(hub_addr, argc - i, argv + i);
+		}
 		break;
 	}
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'H':
 			hub_addr = optarg;
+			break;
+		case 'P':
+			psk_file = optarg;
+			break;
+		case 'I':
+			identity = optarg;
 			break;
 		case 'j':
 			raw = true;
@@ -393,6 +616,8 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	cmd = argv[optind++];
+	if (psk_file && *psk_file && repctl_auth_setup(psk_file, identity))
+		return EXIT_USAGE;
 	if (strcmp(cmd, "status") == 0 && optind == argc && !synced)
 		return cmd_status(raw);
 	if (strcmp(cmd, "wait") == 0 && optind + 1 == argc && !raw) {
