@@ -321,6 +321,16 @@ char *metrics_text(struct hub *h, size_t *len)
 	        "Control frames refused as malformed.", U(h->protocol_errors));
 	put_hub(f, "rephub_refusals_total", "counter", "Requests refused with an ERROR.",
 	        U(h->refusals));
+	put_hub(f, "rephub_auth_ok_total", "counter",
+	        "Control connections that authenticated (psk_file).", U(h->auth_ok));
+	put_hub(f, "rephub_auth_failures_total", "counter",
+	        "Control connections refused for authentication: no, wrong or unknown key, "
+	        "a message before authenticating, a HELLO for another agent.",
+	        U(h->auth_failures));
+	put_hub(f, "rephub_reloads_total", "counter", "SIGHUP reloads tried.", U(h->reloads));
+	put_hub(f, "rephub_reload_failures_total", "counter",
+	        "SIGHUP reloads refused (a problem in the file: nothing changed).",
+	        U(h->reload_failures));
 	if (h->fab)
 		put_transport(f, h->fab);
 

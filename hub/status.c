@@ -514,6 +514,8 @@ char *status_json(struct hub *h, size_t *len)
 	sb_printf(&b, "\"authentication\":%s,", h->auth_on ? "true" : "false");
 	sb_key_u64(&b, "auth_ok", h->auth_ok);
 	sb_key_u64(&b, "auth_failures", h->auth_failures);
+	sb_key_u64(&b, "reloads", h->reloads);
+	sb_key_u64(&b, "reload_failures", h->reload_failures);
 	sb_printf(&b, "\"refusals\":%" PRIu64 "},\"volumes\":[", h->refusals);
 	for (size_t i = 0; i < h->nvols; i++) {
 		sb_printf(&b, "%s", i ? "," : "");

@@ -51,6 +51,7 @@ control = $hub
 data = tcp://127.0.0.1:$data_port
 state_dir = $RF_TMP/state
 ring_size = 16M
+metrics = 127.0.0.1:$met_port
 $1
 
 [volume vm1-disk0]
@@ -62,6 +63,7 @@ recovery = $RF_TMP/state/vm2-disk0.img
 CONF
 }
 data_port=$(rf_free_port)
+met_port=$(rf_free_port)
 conf "psk_file = $RF_TMP/keys/hub.psk" >"$RF_TMP/hub.conf"
 
 rf_log "key files: a loose mode and a bad line are refused by --check-config"
@@ -111,6 +113,10 @@ admin status >/dev/null || rf_fail "status with the admin key failed"
 REPCTL_PSK_FILE="$RF_TMP/keys/ops.psk" repctl status --json >/dev/null ||
 	rf_fail "REPCTL_PSK_FILE is not used"
 [ "$(failures)" -ge 2 ] || rf_fail "failures not counted ($(failures))"
+metric() { python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$met_port/metrics').read().decode())" |
+	awk -v m="$1" '$1 == m { print $2 }'; }
+[ "$(metric rephub_auth_failures_total)" = "$(failures)" ] ||
+	rf_fail "rephub_auth_failures_total $(metric rephub_auth_failures_total) != $(failures)"
 
 rf_log "the Python client: unknown identity, corrupted proof, roles"
 py --identity nobody --key "$k_vm1" --hello nobody >"$RF_TMP/out.txt"
@@ -170,7 +176,7 @@ rf_log "an agent with a key refuses a hub without psk_file"
 hub2=$(rf_free_port)
 sed -e "s/^control = .*/control = 127.0.0.1:$hub2/" -e "s/^psk_file = .*//" \
 	-e "s#^state_dir = .*#state_dir = $RF_TMP/state2#" -e "s#$RF_TMP/state/#$RF_TMP/state2/#" \
-	-e "s/^data = .*/data = tcp:\/\/127.0.0.1:$(rf_free_port)/" "$RF_TMP/hub.conf" >"$RF_TMP/hub2.conf"
+	-e "s/^data = .*/data = tcp:\/\/127.0.0.1:$(rf_free_port)/" -e "/^metrics = /d" "$RF_TMP/hub.conf" >"$RF_TMP/hub2.conf"
 rf_spawn hub2 "$RF_BIN/rephubd" --config "$RF_TMP/hub2.conf"
 rf_wait_port "$hub2" 20
 grep -q "no psk_file: the control channel is not authenticated" "$RF_TMP/hub2.log" ||

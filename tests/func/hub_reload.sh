@@ -106,6 +106,8 @@ echo "bogus_key = 1" >>"$RF_TMP/hub.conf"
 lines=$(wc -l <"$log")
 kill -HUP "$hub_pid"
 rf_wait_for 10 "the refusal" grep -q "reload refused: 1 problem(s)" "$log"
+[ "$(jq_ 'd["hub"]["reloads"], d["hub"]["reload_failures"]')" = "2 1" ] ||
+	rf_fail "reloads/reload_failures: $(jq_ 'd["hub"]["reloads"], d["hub"]["reload_failures"]')"
 after | grep -q "key 'bogus_key' in \[volume vm2-disk0\]: unknown key" || rf_fail "no reason given"
 [ "$(jq_ '" ".join(sorted(v["name"] for v in d["volumes"]))')" = "vm1-disk0 vm2-disk0" ] ||
 	rf_fail "a refused reload changed the volumes"
