@@ -172,8 +172,9 @@ struct vol_sync {
 struct volume {
 	struct hub *hub;
 	const struct hub_vol_config *cfg;
-	int fd;        /* the recovery image, -1 until opened */
-	uint64_t size; /* bytes; 0 until known */
+	uint32_t handle; /* stable while the hub runs (a reload reorders vols[]) */
+	int fd;          /* the recovery image, -1 until opened */
+	uint64_t size;   /* bytes; 0 until known */
 	enum rf_vol_state state;
 
 	/* persisted in state_dir/volumes/NAME.state */
@@ -233,6 +234,7 @@ struct hub {
 	size_t nvols;
 	uint64_t next_req;     /* hub-originated request ids */
 	uint64_t next_session; /* HELLO_OK session ids */
+	uint32_t next_handle;  /* volume handles (IO_OPEN_OK) */
 	bool stopping;
 	bool more_work; /* something asked for another turn right away */
 	int64_t started_at;

@@ -218,7 +218,7 @@ static void io_open(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint3
 		               m.name, m.name);
 		return;
 	}
-	ok.handle = (uint32_t)(v - c->hub->vols);
+	ok.handle = v->handle;
 	ok.size = v->size;
 	ok.seq = v->test->seq;
 	n = rf_ctl_enc_io_open_ok(buf, sizeof(buf), &ok);
@@ -242,12 +242,15 @@ void testview_io(struct ctl_conn *c, uint16_t type, uint64_t req_id, const uint8
 		ctl_send_error(c, req_id, EBADMSG, "malformed IO request: %s", why);
 		return;
 	}
-	if (m.handle >= c->hub->nvols || !c->hub->vols[m.handle].test) {
+	v = NULL;
+	for (size_t i = 0; i < c->hub->nvols && !v; i++)
+		if (c->hub->vols[i].handle == m.handle)
+			v = &c->hub->vols[i];
+	if (!v || !v->test) {
 		ctl_send_error(c, req_id, ESTALE,
 		               "handle %u: no failover test runs on it (stopped?)", m.handle);
 		return;
 	}
-	v = &c->hub->vols[m.handle];
 	if (type != RF_CTL_IO_FLUSH && (m.offset > v->size || m.length > v->size - m.offset)) {
 		ctl_send_error(c, req_id, EINVAL,
 		               "range %" PRIu64 "+%u is outside volume %s (%" PRIu64 " bytes)",

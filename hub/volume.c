@@ -313,6 +313,7 @@ static void volume_setup(struct hub *h, struct volume *v, const struct hub_vol_c
 
 	v->hub = h;
 	v->cfg = vc;
+	v->handle = ++h->next_handle;
 	v->fd = -1;
 	v->state = RF_VOL_UNKNOWN;
 	load_state(v);
