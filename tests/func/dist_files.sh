@@ -34,6 +34,7 @@ rf_log "the unit's paths match the example's"
 grep -q '^ExecStart=/usr/local/bin/rephubd --config /etc/rephub/hub.conf$' "$unit" ||
 	rf_fail "ExecStart is not 'rephubd --config /etc/rephub/hub.conf'"
 grep -q '^LimitMEMLOCK=infinity$' "$unit" || rf_fail "no LimitMEMLOCK=infinity"
+grep -q '^ExecReload=/bin/kill -HUP \$MAINPID$' "$unit" || rf_fail "no ExecReload with SIGHUP"
 for p in $(sed -n 's/^state_dir = //p; s/^ring_dir = //p' "$example"); do
 	grep -q "^ReadWritePaths=.*-$p\( \|$\)" "$unit" ||
 		rf_fail "ReadWritePaths in the unit does not list $p"
