@@ -61,11 +61,15 @@ rf_spawn() {
 	RF_PIDS+=("$RF_LAST_PID")
 }
 
-# rf_free_port: print a TCP port on 127.0.0.1 that nothing listens on.
+# rf_free_port: print a TCP port on 127.0.0.1 that nothing listens on,
+# below the kernel's ephemeral range (a port an outgoing connection holds
+# cannot be bound, yet nothing listens on it).
 rf_free_port() {
-	local p
+	local p lo
+	lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+	[ "$lo" -gt 12000 ] 2>/dev/null || lo=32768
 	for _ in $(seq 200); do
-		p=$((20000 + RANDOM % 40000))
+		p=$((10000 + RANDOM % (lo - 10000)))
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			echo "$p"; return 0
 		fi
