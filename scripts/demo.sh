@@ -89,16 +89,26 @@ shm) data="shm://$work/hub.data" ;;
 esac
 
 mkdir -p "$work/state"
+say "keys: the agent vm1 and the administrator ops authenticate (psk_file)"
+(
+	umask 077
+	build/bin/repctl genkey vm1 agent >"$work/vm1.psk"
+	build/bin/repctl genkey ops admin >"$work/ops.psk"
+	cat "$work/vm1.psk" "$work/ops.psk" >"$work/hub.psk"
+)
 cat >"$work/hub.conf" <<CONF
 [hub]
 control = $ctl
 data = $data
 state_dir = $work/state
 ring_size = 64M
+psk_file = $work/hub.psk
 
 [volume vm1-disk0]
 recovery = $work/state/vm1-disk0.img
+agent = vm1
 CONF
+repctl() { build/bin/repctl --hub "$ctl" --psk-file "$work/ops.psk" "$@"; }
 
 say "hub: rephubd on $ctl, data $data"
 build/bin/rephubd --config "$work/hub.conf" >"$work/rephubd.log" 2>&1 &
@@ -114,7 +124,7 @@ head -c "$((size_mb << 20))" /dev/urandom >"$disk"
 sock=$work/nbd.sock
 nbdkit -f -U "$sock" --filter="$top/build/lib/nbdkit-repagent-filter.so" file "$disk" \
 	repagent-hub="$ctl" repagent-volume=vm1-disk0 repagent-bitmap="$work/vm1-disk0.bitmap" \
-	>"$work/nbdkit.log" 2>&1 &
+	repagent-agent-id=vm1 repagent-psk-file="$work/vm1.psk" >"$work/nbdkit.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 uri="nbd+unix:///?socket=$sock"
@@ -122,13 +132,13 @@ uri="nbd+unix:///?socket=$sock"
 say "guest writes with qemu-io while the initial sync runs"
 qemu-io -f raw -c 'write -P 0x11 0 4M' -c 'write -P 0x22 1M 64k' -c 'write -z 8M 2M' \
 	-c "write -P 0x33 $((size_mb - 4))M 4M" "$uri"
-build/bin/repctl --hub "$ctl" status
+repctl status
 
 say "waiting until vm1-disk0 is synced"
 t0=$(date +%s%N)
-build/bin/repctl --hub "$ctl" wait vm1-disk0 --synced --timeout 300
+repctl wait vm1-disk0 --synced --timeout 300
 echo "synced in $((($(date +%s%N) - t0) / 1000000)) ms"
-build/bin/repctl --hub "$ctl" status
+repctl status
 
 say "verify"
 a=$(sha256sum "$disk" | cut -d' ' -f1)
