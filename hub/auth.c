@@ -59,6 +59,16 @@ static void refuse(struct ctl_conn *c, uint64_t req_id, const char *reason)
 	ctl_close_after_flush(c);
 }
 
+/* AUTH_* to a hub without psk_file: say so (the client stops there). */
+static bool hub_authenticates(struct ctl_conn *c, uint64_t req_id)
+{
+	if (c->hub->auth_on)
+		return true;
+	ctl_send_error(c, req_id, EOPNOTSUPP,
+	               "this hub does not authenticate (no psk_file in its configuration)");
+	return false;
+}
+
 void auth_start(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
 {
 	struct rf_ctl_auth_start m;
@@ -67,11 +77,8 @@ void auth_start(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t 
 	const char *why = NULL;
 	int n;
 
-	if (!c->hub->auth_on) {
-		ctl_send_error(c, req_id, EOPNOTSUPP,
-		               "this hub does not authenticate (no psk_file in its configuration)");
+	if (!hub_authenticates(c, req_id))
 		return;
-	}
 	if (c->auth != AUTH_NONE) {
 		refuse(c, req_id, "a second AUTH_START on the connection");
 		return;
@@ -109,11 +116,8 @@ void auth_proof(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t 
 	const char *why = NULL;
 	int n;
 
-	if (!c->hub->auth_on) {
-		ctl_send_error(c, req_id, EOPNOTSUPP,
-		               "this hub does not authenticate (no psk_file in its configuration)");
+	if (!hub_authenticates(c, req_id))
 		return;
-	}
 	if (c->auth != AUTH_CHALLENGED) {
 		refuse(c, req_id,
 		       c->auth == AUTH_DONE ? "AUTH_PROOF after success"
