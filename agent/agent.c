@@ -287,6 +287,22 @@ static uint64_t random_instance(void)
 	return v ? v : 1;
 }
 
+/* rf_agent_wait_durable's deadlines are CLOCK_MONOTONIC: immune to clock steps. */
+static int durable_cv_init(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+	int rc;
+
+	rc = pthread_condattr_init(&ca);
+	if (rc)
+		return -rc;
+	rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (!rc)
+		rc = pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+	return -rc;
+}
+
 int rf_agent_new(struct rf_agent **out, const char *hub, const char *agent_id,
                  const struct rf_agent_opts *opts)
 {
@@ -330,11 +346,16 @@ int rf_agent_new(struct rf_agent **out, const char *hub, const char *agent_id,
 	rc = -pthread_mutex_init(&a->lock, NULL);
 	if (rc)
 		goto out_free;
-	rc = rfa_loop_init(a);
+	rc = durable_cv_init(&a->durable_cv);
 	if (rc)
 		goto out_mutex;
+	rc = rfa_loop_init(a);
+	if (rc)
+		goto out_cv;
 	*out = a;
 	return 0;
+out_cv:
+	pthread_cond_destroy(&a->durable_cv);
 out_mutex:
 	pthread_mutex_destroy(&a->lock);
 out_free:
@@ -491,6 +512,7 @@ int rf_agent_start(struct rf_agent *a)
 		return -EALREADY;
 	pthread_mutex_lock(&a->lock);
 	a->stopping = false;
+	a->running = true; /* cleared by the loop thread at its end */
 	pthread_mutex_unlock(&a->lock);
 	/* The thread takes no signals: they belong to the host program. */
 	sigfillset(&all);
@@ -498,6 +520,10 @@ int rf_agent_start(struct rf_agent *a)
 	rc = -pthread_create(&a->thread, NULL, rfa_loop_main, a);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc) {
+		pthread_mutex_lock(&a->lock);
+		a->running = false;
+		pthread_mutex_unlock(&a->lock);
+		rfa_durable_wake(a);
 		RF_ERR("agent", "cannot start the agent thread: %s", strerror(-rc));
 		return rc;
 	}
@@ -550,6 +576,7 @@ void rf_agent_destroy(struct rf_agent **pa)
 	n = atomic_load(&a->nvols);
 	for (unsigned i = 0; i < n; i++)
 		vol_free(a->vols[i]);
+	pthread_cond_destroy(&a->durable_cv);
 	pthread_mutex_destroy(&a->lock);
 	rf_auth_keys_free(&a->keys);
 	free(a);
@@ -697,6 +724,76 @@ void rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, uint32_t len, cons
 		        "the write queue is full (%" PRIu64 " bytes): the hub is behind; writes "
 		        "are tracked in the dirty bitmap and resent later (congestion %u)",
 		        a->opts.queue_limit, congestions);
+}
+
+/* ---- durable progress -------------------------------------------------- */
+
+/*
+ * Why no wakeup is lost: a waiter tests durable_seq and running and goes to
+ * sleep in pthread_cond_(timed)wait without letting go of agent.lock in
+ * between, and the loop changes both only under agent.lock. So when the
+ * loop takes the lock to change them, every waiter has either not tested
+ * yet (it will see the new value) or is already asleep on durable_cv, and
+ * the broadcast that follows the change (after the unlock, so the woken
+ * waiters do not block on a lock the loop still holds) wakes it.
+ */
+void rfa_durable_wake(struct rf_agent *a)
+{
+	pthread_cond_broadcast(&a->durable_cv);
+}
+
+void rfa_durable_advance(struct rf_agent *a, uint64_t seq)
+{
+	bool moved;
+
+	pthread_mutex_lock(&a->lock);
+	moved = seq > a->durable_seq;
+	if (moved)
+		a->durable_seq = seq;
+	pthread_mutex_unlock(&a->lock);
+	if (moved)
+		rfa_durable_wake(a);
+}
+
+int rf_agent_wait_durable(struct rf_agent *a, uint64_t seq, int timeout_ms)
+{
+	struct timespec dl = {0};
+	int rc = 0, wrc = 0;
+
+	if (timeout_ms > 0) {
+		clock_gettime(CLOCK_MONOTONIC, &dl);
+		dl.tv_sec += timeout_ms / 1000;
+		dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+		if (dl.tv_nsec >= 1000000000L) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000L;
+		}
+	}
+	pthread_mutex_lock(&a->lock);
+	for (;;) {
+		if (a->durable_seq >= seq) {
+			rc = 0;
+			break;
+		}
+		if (!a->running) {
+			rc = -ESHUTDOWN;
+			break;
+		}
+		if (timeout_ms == 0 || wrc == ETIMEDOUT) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		if (wrc) { /* EINVAL, EPERM: not expected */
+			rc = -wrc;
+			break;
+		}
+		if (timeout_ms < 0)
+			wrc = pthread_cond_wait(&a->durable_cv, &a->lock);
+		else
+			wrc = pthread_cond_timedwait(&a->durable_cv, &a->lock, &dl);
+	}
+	pthread_mutex_unlock(&a->lock);
+	return rc;
 }
 
 /* ---- status ------------------------------------------------------------ */

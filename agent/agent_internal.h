@@ -19,6 +19,15 @@
  * No code holds agent.lock and vol.lock at the same time, and vol.lock is
  * released before persist_lock is taken; the numbers give the order should
  * that ever change. Nothing waits for the hub while holding any of them.
+ *
+ * agent.durable_cv goes with agent.lock: rf_agent_wait_durable() waits on
+ * it holding agent.lock and nothing else, so its caller must hold none of
+ * these locks: never the loop thread (read callback), never a writer
+ * between write_begin and write_end (it holds a range lock the loop thread
+ * may be waiting for). The loop thread broadcasts it after it changed
+ * durable_seq or running under agent.lock, with no lock held
+ * (rfa_durable_advance, fab_attach, the end of rfa_loop_main).
+ *
  * Everything under "loop-private" is touched only by the loop thread (or by
  * stop/destroy after it has been joined).
  */
@@ -171,7 +180,9 @@ struct rf_agent {
 	struct rf_agent_vol *vols[RF_AGENT_MAX_VOLS];
 	_Atomic unsigned nvols; /* vols[0..nvols) are set and never change */
 	bool connected, attached, stopping;
+	bool running; /* the loop thread runs: set by start, cleared at the loop's end */
 	uint64_t next_seq, durable_seq;
+	pthread_cond_t durable_cv; /* with lock: durable_seq or running changed (CLOCK_MONOTONIC) */
 	uint64_t reconnects, records, record_bytes, sync_reads, resent_bytes, overflow_writes;
 	unsigned attaches;
 	uint64_t instance;         /* random at rf_agent_new, never 0: PROGRESS tells restarts */
@@ -215,6 +226,14 @@ uint64_t rfa_resend_bytes(struct rf_agent_vol *v);
  * written since the previous pass (@final: whatever is not pending), then
  * persist (@final: MS_SYNC, else MS_ASYNC). Returns the bits cleared. */
 uint64_t rfa_clear_pass(struct rf_agent_vol *v, bool final);
+
+/* Every record before @seq is durable at the hub: raise durable_seq to @seq
+ * (never lowers it) and, when it moved, wake rf_agent_wait_durable(). Takes
+ * agent.lock; call with no lock held. Loop thread only. */
+void rfa_durable_advance(struct rf_agent *a, uint64_t seq);
+/* durable_seq or running changed (under agent.lock, now released): wake
+ * rf_agent_wait_durable(). */
+void rfa_durable_wake(struct rf_agent *a);
 
 /* ---- loop.c ------------------------------------------------------------ */
 

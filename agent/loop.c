@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,6 +235,53 @@ static void ctl_error(struct rf_agent *a, uint64_t req, int code, const char *re
 /* ---- posting ------------------------------------------------------------- */
 
 static void fab_events(struct rf_agent *a, int timeout_ms);
+
+/*
+ * Buffers of the sync/resend read path (post_range), kept for reuse: a
+ * fresh 1 MiB malloc is an mmap, 256 zero-filled page faults and a munmap
+ * per chunk. A post owns its buffer as any encode buffer; at SENT it goes
+ * back here (any buffer of at least sync_buf_size() is taken, so which
+ * path made it does not matter), one freed elsewhere (teardown) is simply
+ * gone. Shared by the agents of a process; at most SYNC_BUF_KEEP are kept.
+ */
+#define SYNC_BUF_KEEP 8
+
+static pthread_mutex_t sync_buf_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *sync_buf_kept[SYNC_BUF_KEEP];
+static unsigned sync_buf_nkept;
+
+/* Room for the encoding of the largest read (a SYNC_READ, a resend run). */
+static size_t sync_buf_size(void)
+{
+	return rf_ring_encode_buf_size(RF_CTL_MAX_DATA);
+}
+
+/* A buffer of at least @len bytes; release it with sync_buf_put or free. */
+static uint8_t *sync_buf_get(size_t len)
+{
+	uint8_t *b = NULL;
+
+	if (len > sync_buf_size())
+		return malloc(len);
+	pthread_mutex_lock(&sync_buf_lock);
+	if (sync_buf_nkept)
+		b = sync_buf_kept[--sync_buf_nkept];
+	pthread_mutex_unlock(&sync_buf_lock);
+	return b ? b : malloc(sync_buf_size());
+}
+
+static void sync_buf_put(uint8_t *b)
+{
+	if (b && malloc_usable_size(b) >= sync_buf_size()) {
+		pthread_mutex_lock(&sync_buf_lock);
+		if (sync_buf_nkept < SYNC_BUF_KEEP) {
+			sync_buf_kept[sync_buf_nkept++] = b;
+			b = NULL;
+		}
+		pthread_mutex_unlock(&sync_buf_lock);
+	}
+	free(b);
+}
 
 /*
  * Encode one record (@d, into @buf of @blen bytes) and post it. On success
@@ -455,6 +503,17 @@ static int post_range(struct rf_agent *a, struct rf_agent_vol *v, uint64_t off, 
 	rc = post_queue(a, until);
 	if (rc)
 		goto out_unlock;
+	/* Reap first: SENT gives encode buffers back to the pool (a burst of
+	 * SYNC_READs is served without a return to the loop), and POSITION
+	 * tells the room the hub made, which may be waiting. */
+	if (c->reap || c->space_wait ||
+	    rf_ring_producer_free(c->rp) < rf_ring_record_size(first_len)) {
+		fab_events(a, 0);
+		if (!c->fab || c->fab_dead) {
+			rc = -ENOTCONN;
+			goto out_unlock;
+		}
+	}
 	if (c->space_wait || rf_ring_producer_free(c->rp) < rf_ring_record_size(first_len)) {
 		c->space_wait = true;
 		rc = -EAGAIN;
@@ -463,7 +522,7 @@ static int post_range(struct rf_agent *a, struct rf_agent_vol *v, uint64_t off, 
 	d.timestamp_ns = realtime_ns();
 	if (len <= c->max_payload) {
 		blen = rf_ring_encode_buf_size(len);
-		buf = malloc(blen);
+		buf = sync_buf_get(blen);
 		if (!buf) {
 			rc = -ENOMEM;
 			goto out_unlock;
@@ -480,11 +539,11 @@ static int post_range(struct rf_agent *a, struct rf_agent_vol *v, uint64_t off, 
 		if (rc) {
 			if (resend)
 				rfa_chunks_release(v, cf, cl, true);
-			free(buf);
+			sync_buf_put(buf);
 		}
 		goto out_unlock;
 	}
-	data = malloc(len);
+	data = sync_buf_get(len);
 	if (!data) {
 		rc = -ENOMEM;
 		goto out_unlock;
@@ -497,7 +556,7 @@ static int post_range(struct rf_agent *a, struct rf_agent_vol *v, uint64_t off, 
 		bool lastp = done + n == len;
 
 		blen = rf_ring_encode_buf_size(n);
-		buf = malloc(blen);
+		buf = sync_buf_get(blen);
 		if (!buf) {
 			rc = -ENOMEM;
 			break;
@@ -511,12 +570,12 @@ static int post_range(struct rf_agent *a, struct rf_agent_vol *v, uint64_t off, 
 		if (rc) {
 			if (lastp && resend)
 				rfa_chunks_release(v, cf, cl, true);
-			free(buf);
+			sync_buf_put(buf);
 			break;
 		}
 		done += n;
 	}
-	free(data);
+	sync_buf_put(data);
 	goto out_unlock;
 out_read:
 	/* -EAGAIN: the volume cannot be read right now (no plugin context). */
@@ -525,8 +584,8 @@ out_read:
 		       off, len, strerror(rc < 0 ? -rc : EIO));
 		rc = -EIO;
 	}
-	free(buf);
-	free(data);
+	sync_buf_put(buf);
+	sync_buf_put(data);
 out_unlock:
 	rfa_rl_unlock(&v->rl, off, len);
 	if (rc == -ENOSPC || rc == -ENOMEM)
@@ -645,10 +704,8 @@ static void durable(struct rf_agent *a, uint64_t seq)
 			rfa_chunks_release(p->vol, p->c_first, p->c_last, false);
 	}
 	free_done_posts(c);
-	pthread_mutex_lock(&a->lock);
-	if (c->durable_seq > a->durable_seq)
-		a->durable_seq = c->durable_seq;
-	pthread_mutex_unlock(&a->lock);
+	/* publish under agent.lock, then wake rf_agent_wait_durable() */
+	rfa_durable_advance(a, c->durable_seq);
 }
 
 static void fab_events(struct rf_agent *a, int timeout_ms)
@@ -673,7 +730,7 @@ static void fab_events(struct rf_agent *a, int timeout_ms)
 			switch (evs[i].type) {
 			case RF_FAB_EV_SENT:
 				p = (struct rfa_post *)(uintptr_t)evs[i].cookie;
-				free(p->buf);
+				sync_buf_put(p->buf);
 				p->buf = NULL;
 				p->sent = true;
 				break;
@@ -991,6 +1048,7 @@ static void fab_attach(struct rf_agent *a)
 	if (a->attaches++)
 		a->reconnects++;
 	pthread_mutex_unlock(&a->lock);
+	rfa_durable_wake(a); /* durable_seq was set: waiters re-check */
 	RF_INFO("agent",
 	        "attached to ring %" PRIx64 " (%" PRIu64 " bytes, records up to %u bytes) at "
 	        "sequence %" PRIu64,
@@ -1530,6 +1588,8 @@ void *rfa_loop_main(void *arg)
 	        " reconnects",
 	        a->id, a->records, a->record_bytes, a->sync_reads, a->resent_bytes,
 	        a->overflow_writes, a->congestions, a->reconnects);
+	a->running = false; /* rf_agent_wait_durable: -ESHUTDOWN from now on */
 	pthread_mutex_unlock(&a->lock);
+	rfa_durable_wake(a);
 	return NULL;
 }

@@ -7,7 +7,9 @@
  *            [--volumes N] [--vol-size BYTES] [--record-size BYTES] [--qd N]
  *            [--threads N] [--pattern seq|rand] [--seconds S | --writes N]
  *            [--disk mem|FILE] [--sync-only] [--sync-timeout S]
- *            [--prefix NAME] [--poll-us US] [--json FILE] [-v]
+ *            [--prefix NAME] [--json FILE] [-v]
+ *
+ * (--poll-us US is still accepted and ignored: the poller no longer polls.)
  *
  * Each agent (rf_agent_new, agent id PREFIX-aI) protects --volumes volumes
  * named PREFIX-aI-vJ; the hub's configuration must list them. The volumes'
@@ -19,7 +21,10 @@
  * to the local disk / write_end, with at most --qd writes per agent that
  * the hub has not made durable yet. The durable-ack latency of a write runs
  * from its write_begin to the moment a poller thread sees the agent's
- * durable_seq cover the write's record. librepagent does not return a
+ * durable_seq cover the write's record: one poller per agent, blocked in
+ * rf_agent_wait_durable() until the agent's thread reports that the
+ * oldest write not yet durable is (no polling, so the bench's own CPU
+ * stays off the cores the agent and the hub share). librepagent does not return a
  * write's sequence: each write_end is numbered under a per-agent lock, and
  * the n-th write after the warm-up is the n-th record the agent posts after
  * it (PAD records at the ring's wrap take sequences too and are subtracted:
@@ -35,6 +40,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +57,7 @@
 #include "repfabric/log.h"
 
 #define DRAIN_TIMEOUT_MS 30000
+#define POLLER_WAIT_MS   100 /* a poller re-checks g_done at least this often */
 #define WRITES_TIMEOUT_S 300
 #define MAX_AGENTS       64
 
@@ -167,7 +174,7 @@ static double self_cpu_s(double *sys)
 struct opts {
 	const char *hub, *dir, *disk, *prefix, *json;
 	pid_t hub_pid;
-	unsigned agents, vols, qd, threads, poll_us;
+	unsigned agents, vols, qd, threads;
 	uint64_t vol_size, writes;
 	uint32_t rec;
 	bool rand, sync_only;
@@ -193,6 +200,7 @@ struct agent {
 	char id[80];
 	/* numbering: ordinals in write_end order */
 	pthread_mutex_t seq_mu;
+	pthread_cond_t cv_issued; /* with seq_mu: next_ord moved, or g_done */
 	uint64_t next_ord;
 	struct slot *slots;
 	uint64_t slot_mask;
@@ -200,8 +208,11 @@ struct agent {
 	pthread_mutex_t mu;
 	pthread_cond_t cv_credit;
 	unsigned outstanding;
-	uint64_t acked; /* ordinals below this are durable */
+	uint64_t acked; /* ordinals below this are durable (written by the poller) */
 	uint64_t seq0;
+	pthread_t poller;
+	bool poller_started;
+	double poller_cpu_s; /* the poller thread's CPU time (the bench's own overhead) */
 	uint64_t last_durable_ns;
 	struct hist dur;
 	struct rf_agent_status st0;
@@ -220,13 +231,10 @@ struct writer {
 	int rc;
 };
 
-static volatile int g_stop;    /* writers: stop issuing */
-static volatile int g_done;    /* pollers: exit */
+static atomic_int g_stop;      /* writers: stop issuing */
+static atomic_int g_done;      /* pollers: exit */
 static uint64_t g_writes_left; /* --writes: budget shared by writers */
 static pthread_mutex_t g_budget_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
-static uint64_t g_pending; /* writes queued (write_end done), not yet durable */
 
 static int disk_read(void *ctx, void *buf, uint32_t len, uint64_t off)
 {
@@ -353,6 +361,7 @@ static void *writer_main(void *arg)
 		ag->slots[ag->next_ord & ag->slot_mask].t0 = t0;
 		ag->next_ord++;
 		rf_agent_write_end(v->v, off, o->rec, w->buf, RF_AGENT_WRITE, rc == 0);
+		pthread_cond_signal(&ag->cv_issued); /* the poller, if it waits for writes */
 		pthread_mutex_unlock(&ag->seq_mu);
 		hist_add(&w->post, now_ns() - t0);
 		if (rc < 0) { /* a failed local write: no record, the chunk is resent */
@@ -361,10 +370,6 @@ static void *writer_main(void *arg)
 			break;
 		}
 		w->writes++;
-		pthread_mutex_lock(&g_mu);
-		g_pending++;
-		pthread_cond_signal(&g_cv);
-		pthread_mutex_unlock(&g_mu);
 	}
 	pthread_mutex_lock(&ag->mu);
 	pthread_cond_broadcast(&ag->cv_credit);
@@ -374,36 +379,28 @@ static void *writer_main(void *arg)
 }
 
 /*
- * One poller for all agents: watches each agent's durable_seq while it has
- * queued writes, stamps every write it covers, hands credits back; sleeps
- * on g_cv while no write is queued anywhere.
+ * One poller per agent: waits (on cv_issued) while the agent has no write
+ * that is not durable yet, else blocks in rf_agent_wait_durable() until
+ * the agent's durable_seq covers the oldest such write; then stamps every
+ * write it covers and hands the credits back.
  */
-struct poller {
-	struct agent *ags;
-	unsigned n, poll_us;
-	double cpu_s; /* this thread's CPU time (the bench's own overhead) */
-};
 
-/* Returns the number of writes newly found durable. */
-static unsigned poll_agent(struct agent *ag)
+/* PADs take sequences too: next_seq - seq0 = records + PADs posted since
+ * the warm-up. Subtracting every PAD posted so far is exact when the PADs
+ * are durable, one write short while a PAD is in flight (that write is
+ * credited once the durable_seq passes the PAD as well). */
+static uint64_t pads_since(const struct agent *ag, const struct rf_agent_status *st)
 {
-	struct rf_agent_status st;
-	uint64_t now, issued, cover, pads;
+	return (st->next_seq - ag->seq0) - (st->records - ag->st0.records);
+}
+
+/* Stamp the writes that @st's durable_seq covers; returns how many. */
+static unsigned ack_agent(struct agent *ag, const struct rf_agent_status *st, uint64_t issued)
+{
+	uint64_t now = now_ns(), cover, pads = pads_since(ag, st);
 	unsigned n;
 
-	pthread_mutex_lock(&ag->seq_mu);
-	issued = ag->next_ord;
-	pthread_mutex_unlock(&ag->seq_mu);
-	if (issued == ag->acked)
-		return 0;
-	rf_agent_status(ag->a, &st);
-	now = now_ns();
-	/* PADs take sequences too: next_seq - seq0 = records + PADs posted
-	 * since the warm-up. Subtracting every PAD posted so far is exact
-	 * when the PADs are durable, one write short while a PAD is in
-	 * flight (that write is credited at the next poll). */
-	cover = st.durable_seq > ag->seq0 ? st.durable_seq - ag->seq0 : 0;
-	pads = (st.next_seq - ag->seq0) - (st.records - ag->st0.records);
+	cover = st->durable_seq > ag->seq0 ? st->durable_seq - ag->seq0 : 0;
 	cover = cover > pads ? cover - pads : 0;
 	if (cover > issued)
 		cover = issued;
@@ -425,35 +422,39 @@ static unsigned poll_agent(struct agent *ag)
 
 static void *poller_main(void *arg)
 {
-	struct poller *p = arg;
+	struct agent *ag = arg;
 
 	for (;;) {
-		unsigned got = 0;
+		struct rf_agent_status st;
+		uint64_t issued;
+		int rc;
 
-		pthread_mutex_lock(&g_mu);
-		while (g_pending == 0 && !g_done)
-			pthread_cond_wait(&g_cv, &g_mu);
+		pthread_mutex_lock(&ag->seq_mu);
+		while (ag->next_ord == ag->acked && !atomic_load(&g_done))
+			pthread_cond_wait(&ag->cv_issued, &ag->seq_mu);
+		issued = ag->next_ord;
+		pthread_mutex_unlock(&ag->seq_mu);
 		/* main sets g_done once every write is durable (or the drain
 		 * timed out): nothing left to stamp */
-		if (g_done) {
-			pthread_mutex_unlock(&g_mu);
+		if (atomic_load(&g_done))
+			break;
+		rf_agent_status(ag->a, &st);
+		if (ack_agent(ag, &st, issued))
+			continue;
+		/* The oldest write not durable (ordinal acked) is covered once
+		 * durable_seq - seq0 - pads > acked. */
+		rc = rf_agent_wait_durable(ag->a, ag->seq0 + pads_since(ag, &st) + ag->acked + 1,
+		                           POLLER_WAIT_MS);
+		if (rc == 0) {
+			rf_agent_status(ag->a, &st);
+			ack_agent(ag, &st, issued);
+		} else if (rc != -ETIMEDOUT) {
+			fprintf(stderr, "repbench: %s: waiting for durability: %s\n", ag->id,
+			        strerror(-rc));
 			break;
 		}
-		pthread_mutex_unlock(&g_mu);
-		for (unsigned i = 0; i < p->n; i++)
-			got += poll_agent(&p->ags[i]);
-		if (got) {
-			/* saturating: main may have zeroed g_pending meanwhile (the
-			 * credits are handed back before this), and a wrapped
-			 * counter would keep this thread polling for ever */
-			pthread_mutex_lock(&g_mu);
-			g_pending = got < g_pending ? g_pending - got : 0;
-			pthread_mutex_unlock(&g_mu);
-		} else {
-			sleep_us(p->poll_us);
-		}
 	}
-	p->cpu_s = thread_cpu_s();
+	ag->poller_cpu_s = thread_cpu_s();
 	return NULL;
 }
 
@@ -506,7 +507,7 @@ static void usage(void)
 	        "                [--volumes N] [--vol-size BYTES] [--record-size BYTES] [--qd N]\n"
 	        "                [--threads N] [--pattern seq|rand] [--seconds S | --writes N]\n"
 	        "                [--disk mem|FILE] [--sync-only] [--sync-timeout S]\n"
-	        "                [--prefix NAME] [--poll-us US] [--json FILE] [-v]\n");
+	        "                [--prefix NAME] [--json FILE] [-v]\n");
 }
 
 int main(int argc, char **argv)
@@ -542,8 +543,7 @@ int main(int argc, char **argv)
 	struct agent *ags = NULL;
 	struct writer *ws = NULL;
 	unsigned nw = 0;
-	pthread_t poller_th;
-	struct poller pl = {0};
+	double poller_cpu = 0;
 	struct hist post = {0}, dur = {0};
 	uint64_t t_sync0, t_sync1 = 0, t0 = 0, t_end = 0, writes = 0, total_vol_bytes;
 	double cpu0 = 0, cpu1 = 0, hcpu0 = -1, hcpu1 = -1, hcpu_sync0 = -1, hcpu_sync1 = -1;
@@ -612,7 +612,7 @@ int main(int argc, char **argv)
 			o.prefix = optarg;
 			break;
 		case 'u':
-			o.poll_us = (unsigned)atoi(optarg);
+			/* obsolete: the poller blocks in rf_agent_wait_durable() */
 			break;
 		case 'j':
 			o.json = optarg;
@@ -628,8 +628,6 @@ int main(int argc, char **argv)
 	}
 	if (o.threads == 0)
 		o.threads = o.qd < 4 ? o.qd : 4;
-	if (o.poll_us == 0)
-		o.poll_us = o.qd == 1 ? 5 : 20;
 	if (!o.hub || !o.dir || optind != argc || o.agents == 0 || o.agents > MAX_AGENTS ||
 	    o.vols == 0 || o.vols > RF_AGENT_MAX_VOLS || o.qd == 0 || o.threads == 0 ||
 	    o.threads > o.qd || strlen(o.prefix) > 40 || o.rec == 0 || o.rec % 512 ||
@@ -660,6 +658,7 @@ int main(int argc, char **argv)
 			ag->vols[j].fd = -1;
 		pthread_mutex_init(&ag->mu, NULL);
 		pthread_mutex_init(&ag->seq_mu, NULL);
+		pthread_cond_init(&ag->cv_issued, NULL);
 		pthread_cond_init(&ag->cv_credit, NULL);
 		snprintf(ag->id, sizeof(ag->id), "%s-a%u", o.prefix, i);
 		err = rf_agent_new(&ag->a, o.hub, ag->id, NULL);
@@ -763,9 +762,16 @@ int main(int argc, char **argv)
 		}
 		cpu0 = self_cpu_s(&sys0);
 		t0 = now_ns();
-		pl = (struct poller){.ags = ags, .n = o.agents, .poll_us = o.poll_us};
-		if (pthread_create(&poller_th, NULL, poller_main, &pl) != 0)
-			goto oom;
+		for (unsigned i = 0; i < o.agents; i++) {
+			if (pthread_create(&ags[i].poller, NULL, poller_main, &ags[i]) != 0) {
+				fprintf(stderr, "repbench: cannot start a poller thread\n");
+				err = -EAGAIN;
+				stage = "poller";
+				g_stop = 1; /* the writers issue nothing; the pollers are joined */
+				break;
+			}
+			ags[i].poller_started = true;
+		}
 		for (unsigned k = 0; k < nw; k++)
 			if (pthread_create(&ws[k].th, NULL, writer_main, &ws[k]) != 0) {
 				g_stop = 1;
@@ -829,12 +835,17 @@ int main(int argc, char **argv)
 				stage = "drain";
 			}
 		}
-		pthread_mutex_lock(&g_mu);
-		g_done = 1;
-		g_pending = 0; /* after a drain timeout: stop polling */
-		pthread_cond_broadcast(&g_cv);
-		pthread_mutex_unlock(&g_mu);
-		pthread_join(poller_th, NULL);
+		g_done = 1; /* also after a drain timeout: stop waiting */
+		for (unsigned i = 0; i < o.agents; i++) {
+			pthread_mutex_lock(&ags[i].seq_mu);
+			pthread_cond_broadcast(&ags[i].cv_issued);
+			pthread_mutex_unlock(&ags[i].seq_mu);
+		}
+		for (unsigned i = 0; i < o.agents; i++)
+			if (ags[i].poller_started) {
+				pthread_join(ags[i].poller, NULL);
+				poller_cpu += ags[i].poller_cpu_s;
+			}
 		cpu1 = self_cpu_s(&sys1);
 		if (o.hub_pid)
 			hcpu1 = proc_cpu_s(o.hub_pid, &hsys1);
@@ -899,10 +910,9 @@ report:
 		    "  \"hub_addr\": \"%s\",\n  \"agents\": %u,\n  \"volumes_per_agent\": %u,\n"
 		    "  \"vol_size\": %" PRIu64 ",\n  \"record_size\": %u,\n  \"qd\": %u,\n"
 		    "  \"threads_per_agent\": %u,\n  \"pattern\": \"%s\",\n  \"disk\": \"%s\",\n"
-		    "  \"poll_us\": %u,\n",
+		    "  \"poll_us\": 0,\n  \"poller\": \"wait\",\n",
 		    o.hub, o.agents, o.vols, ags[0].vols[0].size, o.rec, o.qd, o.threads,
-		    o.rand ? "rand" : "seq", strcmp(o.disk, "mem") == 0 ? "mem" : "file",
-		    o.poll_us);
+		    o.rand ? "rand" : "seq", strcmp(o.disk, "mem") == 0 ? "mem" : "file");
 		fprintf(
 		    out,
 		    "  \"sync\": {\"bytes\": %" PRIu64 ", \"seconds\": %.6f, \"mb_per_s\": %.2f, "
@@ -924,8 +934,8 @@ report:
 		    "\"writers_cpu_s\": %.4f, \"cpu_s_per_gb\": %.4f, \"max_rss_kb\": %ld, "
 		    "\"rss_kb\": %ld, \"bitmap_bytes_per_tib\": %.0f, \"bitmap_file_bytes\": "
 		    "%lld},\n",
-		    cpu1 - cpu0, sys1 - sys0, pl.cpu_s, wcpu,
-		    gb > 0 ? (cpu1 - cpu0 - pl.cpu_s) / gb : 0, self_hwm, self_rss, bm_per_tib,
+		    cpu1 - cpu0, sys1 - sys0, poller_cpu, wcpu,
+		    gb > 0 ? (cpu1 - cpu0 - poller_cpu) / gb : 0, self_hwm, self_rss, bm_per_tib,
 		    bm_file);
 		fprintf(out,
 		        "  \"hub\": {\"pid\": %d, \"cpu_s\": %.4f, \"cpu_sys_s\": %.4f, "

@@ -667,9 +667,8 @@ def markdown(doc, plots_rel, have_plots, profile_text, json_rel):
     w("* repbench numbers its writes at `write_end` and maps them to ring sequences "
       "(subtracting PAD records); `seq map exact` says that no resend, sync read or "
       "overflow broke the mapping during the run (b is not scored when it did not hold). "
-      "The durability poller checks `rf_agent_status` while writes are outstanding, every "
-      "`--poll-us` (5 us at QD1, 20 us at higher depths, 200 us for a in the VM); its CPU "
-      "is left out of the agent's CPU s/GB.")
+      "One durability poller per agent blocks in `rf_agent_wait_durable` (woken when the "
+      "hub's position arrives); its CPU is left out of the agent's CPU s/GB.")
     w("")
     if profile_text:
         w(profile_text.strip())

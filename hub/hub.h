@@ -164,7 +164,11 @@ struct vol_sync {
 	double tokens; /* pacing bucket, bytes */
 	int64_t refill_at;
 	int64_t retry_at;
-	unsigned backoff_ms;
+	unsigned backoff_ms;   /* nonzero: refused (EAGAIN) since the last SYNC_POSTED */
+	uint64_t last_req;     /* the newest SYNC_READ request id sent */
+	uint64_t refused_upto; /* EAGAIN for requests up to this id: the same episode */
+	uint64_t refused_seq;  /* the owner's durable seq at the last refusal */
+	bool wait_durable;     /* refused: retry at the next durable progress */
 	uint64_t errors, eagain, requests;
 	int64_t started_at;
 };

@@ -5,11 +5,16 @@
  * The volume is walked in 1 MiB chunks. Each chunk is PENDING, INFLIGHT (a
  * SYNC_READ is out), POSTED (the agent answered SYNC_POSTED with the ring
  * sequence of the record that carries it) or SYNCED (the hub's durable
- * sequence passed that record). At most HUB_SYNC_WINDOW reads are out per
- * volume, paced by sync_rate (a token bucket that may go into debt by one
- * chunk). EAGAIN from the agent (ring full, not attached) requeues the
- * chunk with a growing back-off; a read unanswered for HUB_SYNC_TIMEOUT_MS
- * is sent again.
+ * sequence passed that record). A chunk stays in the volume's window
+ * until it is SYNCED: INFLIGHT and POSTED chunks together are at most a
+ * quarter of the agent's ring (so the sync alone never fills the ring and
+ * guest writes keep room), of which at most HUB_SYNC_WINDOW reads are out,
+ * paced by sync_rate (a token bucket that may go into debt by one chunk).
+ * EAGAIN from the agent (ring full, not attached) requeues the chunk; the
+ * hub asks again, one read at a time until one succeeds, at its next
+ * durable progress (that frees ring space) or after a back-off that doubles
+ * per refusal episode (the reads sent before the first refusal are one
+ * episode). A read unanswered for HUB_SYNC_TIMEOUT_MS is sent again.
  *
  * Sequence numbers only compare within one producer session: whenever the
  * data path attaches or detaches, chunks INFLIGHT or POSTED go back to
@@ -25,8 +30,10 @@
 
 #define SUBSYS         "sync"
 #define BACKOFF_MIN_MS 50
-#define BACKOFF_MAX_MS 2000
+#define BACKOFF_MAX_MS 1000
 #define ERROR_RETRY_MS 1000
+#define WINDOW_SHARE   4  /* the window holds at most 1/WINDOW_SHARE of the ring */
+#define WINDOW_MAX     64 /* chunks */
 
 static uint64_t chunk_len(const struct volume *v, uint64_t chunk)
 {
@@ -75,6 +82,19 @@ uint64_t sync_synced_bytes(const struct volume *v)
 	if (v->state == RF_VOL_PROTECTED || v->synced)
 		return v->size;
 	return 0;
+}
+
+/*
+ * Chunks @v may have in its window (INFLIGHT or POSTED, i.e. in the agent's
+ * ring or about to be, until durable): a quarter of the ring, at least one.
+ */
+static uint64_t window_chunks(const struct volume *v)
+{
+	const struct agent *a = v->owner;
+	uint64_t ds = a->ring ? rf_ring_data_size(a->ring) : a->hub->cfg->ring_size;
+	uint64_t n = ds / WINDOW_SHARE / v->sync.chunk;
+
+	return n < 1 ? 1 : n > WINDOW_MAX ? WINDOW_MAX : n;
 }
 
 static void requeue(struct volume *v, uint64_t chunk)
@@ -148,6 +168,11 @@ void sync_on_durable(struct agent *a)
 				s->synced_bytes += chunk_len(v, sp->chunk);
 			}
 			*sp = s->posted[--s->nposted];
+		}
+		/* Refused for a full ring: the drain made room, ask again now. */
+		if (s->wait_durable && a->durable_seq > s->refused_seq) {
+			s->wait_durable = false;
+			s->retry_at = 0;
 		}
 		if (s->synced_chunks == s->nchunks)
 			complete(v);
@@ -226,7 +251,12 @@ void sync_on_posted(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint3
 		requeue(v, chunk);
 		return;
 	}
-	s->backoff_ms = 0;
+	if (s->backoff_ms) {
+		/* The agent takes reads again: the whole window, now. */
+		s->backoff_ms = 0;
+		s->wait_durable = false;
+		s->retry_at = 0;
+	}
 	if (s->nposted == s->posted_cap) {
 		size_t cap = s->posted_cap ? 2 * s->posted_cap : 16;
 		struct sync_posted *np = realloc(s->posted, cap * sizeof(*np));
@@ -249,7 +279,7 @@ bool sync_on_error(struct ctl_conn *c, uint64_t req_id, const struct rf_ctl_erro
 	struct agent *a = c->agent;
 	struct volume *v;
 	struct vol_sync *s;
-	uint64_t chunk;
+	uint64_t chunk, durable_at_send;
 	unsigned slot;
 
 	if (!a || !(req_id & HUB_REQ_HUB_BIT))
@@ -259,16 +289,32 @@ bool sync_on_error(struct ctl_conn *c, uint64_t req_id, const struct rf_ctl_erro
 		return false;
 	s = &v->sync;
 	chunk = s->infl[slot].chunk;
+	durable_at_send = s->infl[slot].durable_at_send;
 	drop_inflight(s, slot);
 	requeue(v, chunk);
 	if (e->code == EAGAIN) {
 		s->eagain++;
+		/* The other reads of the window sent before the first refusal
+		 * were refused for the same reason: one episode, one back-off. */
+		if (req_id <= s->refused_upto)
+			return true;
 		s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
 		if (s->backoff_ms > BACKOFF_MAX_MS)
 			s->backoff_ms = BACKOFF_MAX_MS;
+		s->refused_upto = s->last_req;
+		s->refused_seq = a->durable_seq;
+		s->wait_durable = true;
 		s->retry_at = hub_now_ms() + s->backoff_ms;
-		RF_DEBUG(SUBSYS, "volume %s: agent busy (%s); retrying in %u ms", v->cfg->name,
-		         e->reason, s->backoff_ms);
+		/* Room was made since the read was sent: the agent may not have
+		 * known yet. One probe now; a second refusal waits. */
+		if (a->durable_seq > durable_at_send) {
+			s->wait_durable = false;
+			s->retry_at = 0;
+		}
+		RF_DEBUG(SUBSYS,
+		         "volume %s: agent busy (%s); retrying at the next durable progress, "
+		         "in %u ms at the latest",
+		         v->cfg->name, e->reason, s->backoff_ms);
 	} else {
 		s->errors++;
 		s->retry_at = hub_now_ms() + ERROR_RETRY_MS;
@@ -286,6 +332,9 @@ static void pump_volume(struct hub *h, struct volume *v, int64_t now)
 	struct vol_sync *s = &v->sync;
 	uint64_t rate = h->cfg->sync_rate;
 	struct ctl_conn *c = v->owner->conn;
+	uint64_t window = window_chunks(v);
+	/* Refused since the last success: probe with one read. */
+	unsigned reads = s->backoff_ms ? 1 : HUB_SYNC_WINDOW;
 
 	if (now < s->retry_at)
 		return;
@@ -298,7 +347,7 @@ static void pump_volume(struct hub *h, struct volume *v, int64_t now)
 			s->tokens = cap;
 	}
 	s->refill_at = now;
-	while (s->ninfl < HUB_SYNC_WINDOW && (!rate || s->tokens > 0)) {
+	while (s->ninfl < reads && s->ninfl + s->nposted < window && (!rate || s->tokens > 0)) {
 		struct rf_ctl_sync_read m;
 		uint8_t buf[32];
 		uint64_t req;
@@ -324,6 +373,7 @@ static void pump_volume(struct hub *h, struct volume *v, int64_t now)
 		                           .sent_at = now,
 		                           .durable_at_send = v->owner->durable_seq};
 		s->requests++;
+		s->last_req = req;
 		if (rate)
 			s->tokens -= (double)m.length;
 	}

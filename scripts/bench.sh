@@ -189,7 +189,7 @@ if [ -n "$GUEST" ]; then
 		start_hub vm "rdma://$ADDR:$(free_port)" 1 1 16M || return 1
 		# a: throughput, 64 KiB records, 16 outstanding
 		repbench vm "$P/a-ours.json" --vol-size 32M --record-size 64k --qd 16 --threads 4 \
-			--seconds "$VM_SECS" --sync-timeout 90 --poll-us 200 || echo "repbench 64k failed" >>"$P/vm-errors.txt"
+			--seconds "$VM_SECS" --sync-timeout 90 || echo "repbench 64k failed" >>"$P/vm-errors.txt"
 		# b: durable-ack latency, 4 KiB, QD1
 		repbench vm "$P/b-ours.json" --vol-size 32M --record-size 4k --qd 1 \
 			--seconds "$VM_SECS" --sync-timeout 90 || echo "repbench 4k qd1 failed" >>"$P/vm-errors.txt"

@@ -185,6 +185,31 @@ int rf_agent_vol_status(struct rf_agent_vol *v, struct rf_agent_vol_status *st);
 int rf_agent_status(struct rf_agent *a, struct rf_agent_status *st);
 
 /*
+ * Block until the hub's durable sequence reaches @seq, i.e. until
+ * rf_agent_status().durable_seq >= @seq (every record before @seq is
+ * durable at the hub), instead of polling rf_agent_status(). The agent's
+ * thread wakes the waiters each time durable_seq moves (a POSITION from the
+ * hub, an attach) and when it ends. @timeout_ms < 0 waits without a limit,
+ * 0 only checks; the deadline is on CLOCK_MONOTONIC.
+ *
+ * Returns 0 (reached; also when it already was, even on a stopped agent),
+ * -ETIMEDOUT, or -ESHUTDOWN when the agent's thread is not running and
+ * @seq is not reached: not started, or stopped (returned once stop's drain
+ * is over, so records that drain made durable still return 0).
+ *
+ * Sequences are those of rf_agent_status() (next_seq, durable_seq) and
+ * belong to one attachment to the hub's ring: after a reconnect the agent
+ * resends what was not durable as new records, and a new ring starts its
+ * own numbering, so a caller mapping its writes to sequences must also
+ * watch rf_agent_status().reconnects. Any thread may call it, with any
+ * number of waiters, but not the read callback (it runs on the agent's
+ * thread), not between rf_agent_write_begin() and rf_agent_write_end()
+ * (the agent's thread may be waiting for that range lock), and not
+ * concurrently with rf_agent_destroy().
+ */
+int rf_agent_wait_durable(struct rf_agent *a, uint64_t seq, int timeout_ms);
+
+/*
  * Stop the thread: post what is queued and wait for the hub to make it
  * durable, for at most opts.stop_timeout_ms, then disconnect. Whatever was
  * not durable stays dirty in the bitmaps, which are persisted. Writes may

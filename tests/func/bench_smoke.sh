@@ -42,6 +42,9 @@ for key in ("c-ours.r1", "d-ours.r1", "g-1.r1", "g-8.r1"):
     assert r["durable_latency_us"]["samples"] == r["writes"], key
     d = r["durable_latency_us"]
     assert 0 < d["p50"] <= d["p99"] <= d["p99_9"] <= d["max"], (key, d)
+    # the durability poller blocks in rf_agent_wait_durable (no polling);
+    # its CPU is still reported apart (no amount is asserted)
+    assert r["poller"] == "wait" and r["agent"]["poller_cpu_s"] >= 0, (key, r["agent"])
     assert r["agent"]["max_rss_kb"] > 0 and r["hub"]["max_rss_kb"] > 0, key
 assert doc["raw"]["g-8.r1"]["agents"] == 8
 assert md.startswith("# Benchmarks\n")
