@@ -94,7 +94,7 @@ kill9 "$nbd_pid"
 start_hub
 start_nbdkit
 rf_wait_for 10 "the restarted agent to find dirty chunks in its bitmap" \
-	grep -q "dirty chunks from the last run to resend" "$RF_TMP/nbdkit$nnbd.log"
+	grep -q " [1-9][0-9]* dirty chunks from the last run to resend" "$RF_TMP/nbdkit$nnbd.log"
 wait_synced "phase 3"
 
 rf_log "phase 4: hub down, writes, clean stop, bitmap corrupted"
