@@ -454,8 +454,8 @@ int rf_agent_add_volume(struct rf_agent *a, const struct rf_agent_vol_conf *conf
 	for (uint64_t from = 0; rfa_bitmap_next_set(v->bm, from, &c) == 0; from = c + 1)
 		resend_set(v, c);
 	/* Said even when 0: tests and operators see the bitmap was read. */
-	RF_INFO("agent", "volume %s: %" PRIu64 " dirty chunks from the last run to resend",
-	        v->name, v->resend_count);
+	RF_INFO("agent", "volume %s: %" PRIu64 " dirty chunks from the last run to resend", v->name,
+	        v->resend_count);
 
 	pthread_mutex_lock(&a->lock);
 	n = atomic_load(&a->nvols);
