@@ -4,10 +4,10 @@
  * connection's fd, an eventfd (queue, new volumes, stop) and a timerfd
  * (reconnect backoff, heartbeats, PROGRESS, bitmap clears, deadlines).
  *
- * Connection life cycle (docs/protocol-ctl.md, "Protect flow"):
+ * Connection life cycle (docs/PROTOCOL.md, "Protect flow"):
  *   disconnected --timer--> dial + HELLO/HELLO_OK (blocking, bounded)
  *   --> VOLUME_REPORT per volume (answers handled by the loop)
- *   --> all answered: rf_fab_connect with the token (blocking, bounded)
+ *   --> all answered, one accepted: rf_fab_connect with the token (blocking, bounded)
  *   --> attached: queued writes are posted, SYNC_READs served, dirty chunks
  *       resent, PROGRESS sent.
  * Any failure (control or data side) tears both down, turns everything not
@@ -1186,7 +1186,7 @@ static void on_frame(struct rf_agent *a, const struct rf_ctl_hdr *h, const uint8
 			RF_ERR(
 			    "agent",
 			    "hub refused volume %s: %s (%s); its writes are tracked in the bitmap "
-			    "only (retried on the next connection)",
+			    "only (retried on the next connection or when the hub asks again)",
 			    v->name, m.reason, strerror(m.code));
 		} else if (h->req_id && h->req_id == c->hb_req) {
 			c->hb_req = 0;

@@ -80,12 +80,18 @@ static int parse_line(struct rf_auth_keys *ks, char *line, int lineno, const cha
 	if (role && !strcmp(role, "admin"))
 		k.role = RF_AUTH_ROLE_ADMIN;
 	snprintf(k.identity, sizeof(k.identity), "%s", id);
-	grown = realloc(ks->keys, (ks->n + 1) * sizeof(*grown));
+	/* Not realloc(): the old block would be freed with keys in it. */
+	grown = malloc((ks->n + 1) * sizeof(*grown));
 	if (!grown) {
 		OPENSSL_cleanse(&k, sizeof(k));
 		*reason = "out of memory";
 		return -ENOMEM;
 	}
+	if (ks->n) {
+		memcpy(grown, ks->keys, ks->n * sizeof(*grown));
+		OPENSSL_cleanse(ks->keys, ks->n * sizeof(*grown));
+	}
+	free(ks->keys);
 	ks->keys = grown;
 	ks->keys[ks->n++] = k;
 	OPENSSL_cleanse(&k, sizeof(k));
@@ -144,7 +150,8 @@ int rf_auth_keys_load(struct rf_auth_keys *ks, const char *path, char *why, size
 	int fd, rc;
 
 	memset(ks, 0, sizeof(*ks));
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* O_NONBLOCK: a FIFO at the path must not hang the hub's loop. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		rc = -errno;
 		snprintf(why, whylen, "%s: cannot open: %s", path, strerror(-rc));
@@ -158,6 +165,14 @@ int rf_auth_keys_load(struct rf_auth_keys *ks, const char *path, char *why, size
 	if (!S_ISREG(st.st_mode) || st.st_size > KEYFILE_MAX) {
 		snprintf(why, whylen, "%s: not a regular file of at most 1 MiB", path);
 		rc = -EINVAL;
+		goto out;
+	}
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		snprintf(why, whylen,
+		         "%s: owned by uid %u, not by us (uid %u) or root: another user could "
+		         "change the keys",
+		         path, (unsigned)st.st_uid, (unsigned)geteuid());
+		rc = -EACCES;
 		goto out;
 	}
 	if (st.st_mode & 077) {
@@ -238,17 +253,17 @@ int rf_auth_random(void *buf, size_t n)
 	return RAND_bytes(buf, (int)n) == 1 ? 0 : -EIO;
 }
 
-int rf_auth_mac(const struct rf_auth_key *k, bool from_hub, const char *identity,
-                const uint8_t nc[RF_AUTH_NONCE_LEN], const uint8_t nh[RF_AUTH_NONCE_LEN],
-                uint8_t out[RF_AUTH_MAC_LEN])
+/* HMAC-SHA256(K, label 00 identity 00 Nc Nh [role]); @role < 0: none. */
+static int auth_mac(const struct rf_auth_key *k, const char *label, const char *identity,
+                    const uint8_t nc[RF_AUTH_NONCE_LEN], const uint8_t nh[RF_AUTH_NONCE_LEN],
+                    int role, uint8_t out[RF_AUTH_MAC_LEN])
 {
-	const char *label = from_hub ? LABEL_HUB : LABEL_CLIENT;
 	size_t ll = strlen(label), il = strlen(identity);
-	uint8_t msg[sizeof(LABEL_CLIENT) + RF_CTL_MAX_NAME + 2 + 2 * RF_AUTH_NONCE_LEN];
+	uint8_t msg[sizeof(LABEL_CLIENT) + RF_CTL_MAX_NAME + 3 + 2 * RF_AUTH_NONCE_LEN];
 	unsigned outlen = 0;
 	size_t n = 0;
 
-	if (il > RF_CTL_MAX_NAME)
+	if (il > RF_CTL_MAX_NAME || ll > sizeof(LABEL_CLIENT) - 1)
 		return -EINVAL;
 	memcpy(msg, label, ll);
 	n = ll;
@@ -260,10 +275,26 @@ int rf_auth_mac(const struct rf_auth_key *k, bool from_hub, const char *identity
 	n += RF_AUTH_NONCE_LEN;
 	memcpy(msg + n, nh, RF_AUTH_NONCE_LEN);
 	n += RF_AUTH_NONCE_LEN;
+	if (role >= 0)
+		msg[n++] = (uint8_t)role;
 	if (!HMAC(EVP_sha256(), k->key, (int)k->len, msg, n, out, &outlen) ||
 	    outlen != RF_AUTH_MAC_LEN)
 		return -EIO;
 	return 0;
+}
+
+int rf_auth_client_mac(const struct rf_auth_key *k, const char *identity,
+                       const uint8_t nc[RF_AUTH_NONCE_LEN], const uint8_t nh[RF_AUTH_NONCE_LEN],
+                       uint8_t out[RF_AUTH_MAC_LEN])
+{
+	return auth_mac(k, LABEL_CLIENT, identity, nc, nh, -1, out);
+}
+
+int rf_auth_hub_mac(const struct rf_auth_key *k, const char *identity,
+                    const uint8_t nc[RF_AUTH_NONCE_LEN], const uint8_t nh[RF_AUTH_NONCE_LEN],
+                    uint8_t role, uint8_t out[RF_AUTH_MAC_LEN])
+{
+	return auth_mac(k, LABEL_HUB, identity, nc, nh, role, out);
 }
 
 bool rf_auth_mac_equal(const uint8_t a[RF_AUTH_MAC_LEN], const uint8_t b[RF_AUTH_MAC_LEN])
@@ -343,7 +374,7 @@ int rf_auth_client(int fd, const struct rf_auth_key *k, int timeout_ms, enum rf_
 		snprintf(why, whylen, "malformed AUTH_CHALLENGE: %s", w);
 		return -EPROTO;
 	}
-	rc = rf_auth_mac(k, false, k->identity, st.nonce, ch.b, proof.b);
+	rc = rf_auth_client_mac(k, k->identity, st.nonce, ch.b, proof.b);
 	if (rc) {
 		snprintf(why, whylen, "HMAC failed");
 		return rc;
@@ -362,7 +393,7 @@ int rf_auth_client(int fd, const struct rf_auth_key *k, int timeout_ms, enum rf_
 		snprintf(why, whylen, "malformed AUTH_OK: %s", w);
 		return -EPROTO;
 	}
-	rc = rf_auth_mac(k, true, k->identity, st.nonce, ch.b, want);
+	rc = rf_auth_hub_mac(k, k->identity, st.nonce, ch.b, ok.role, want);
 	if (rc || !rf_auth_mac_equal(want, ok.mac)) {
 		snprintf(why, whylen,
 		         "the hub's proof is wrong: it does not hold the key for '%s' (another "

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /*
- * The single serial crc32 chain rf_crc32c used before the three-stream
+ * The single serial crc32 chain rf_crc32c used before the multi-stream
  * version (the table when the CPU lacks SSE4.2): kept as the baseline the
  * benchmark compares against. Same results as rf_crc32c.
  */

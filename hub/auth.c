@@ -15,6 +15,9 @@
 
 #define SUBSYS "auth"
 
+/* Stands in for a missing key, so that a refusal takes the same time. */
+static const struct rf_auth_key dummy_key = {.len = RF_AUTH_KEY_MIN};
+
 int auth_init(struct hub *h)
 {
 	char why[PATH_MAX + 256];
@@ -35,7 +38,20 @@ int auth_init(struct hub *h)
 	h->auth_on = true;
 	RF_INFO(SUBSYS, "control channel authentication on: %zu key(s) from %s", h->keys.n,
 	        h->cfg->psk_file);
+	auth_warn_unbound(h);
 	return 0;
+}
+
+void auth_warn_unbound(const struct hub *h)
+{
+	if (!h->auth_on)
+		return;
+	for (size_t i = 0; i < h->cfg->nvols; i++)
+		if (!h->cfg->vols[i].agent[0])
+			RF_WARN(SUBSYS,
+			        "volume %s has no 'agent =': any authenticated agent may take it "
+			        "over while its owner is offline",
+			        h->cfg->vols[i].name);
 }
 
 void auth_fini(struct hub *h)
@@ -83,6 +99,12 @@ void auth_start(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t 
 		refuse(c, req_id, "a second AUTH_START on the connection");
 		return;
 	}
+	if (c->agent) {
+		/* Said HELLO before authentication was turned on: a session is
+		 * not adopted under another identity's key. */
+		refuse(c, req_id, "AUTH_START after HELLO");
+		return;
+	}
 	if (rf_ctl_dec_auth_start(p, len, &m, &why)) {
 		c->hub->protocol_errors++;
 		refuse(c, req_id, why);
@@ -114,7 +136,7 @@ void auth_proof(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t 
 	struct rf_ctl_auth_ok ok = {0};
 	uint8_t want[RF_AUTH_MAC_LEN], buf[64];
 	const char *why = NULL;
-	int n;
+	int n, mac_rc;
 
 	if (!hub_authenticates(c, req_id))
 		return;
@@ -130,17 +152,18 @@ void auth_proof(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t 
 		return;
 	}
 	k = rf_auth_keys_find(&c->hub->keys, c->auth_id);
+	/* An unknown identity costs the same HMAC as a known one. */
+	mac_rc = rf_auth_client_mac(k ? k : &dummy_key, c->auth_id, c->auth_nc, c->auth_nh, want);
 	if (!k) {
 		refuse(c, req_id, "no key for this identity in psk_file");
 		return;
 	}
-	if (rf_auth_mac(k, false, c->auth_id, c->auth_nc, c->auth_nh, want) ||
-	    !rf_auth_mac_equal(want, proof.b)) {
+	if (mac_rc || !rf_auth_mac_equal(want, proof.b)) {
 		refuse(c, req_id, "wrong key (its proof does not match the hub's key)");
 		return;
 	}
 	ok.role = (uint8_t)k->role;
-	if (rf_auth_mac(k, true, c->auth_id, c->auth_nc, c->auth_nh, ok.mac)) {
+	if (rf_auth_hub_mac(k, c->auth_id, c->auth_nc, c->auth_nh, ok.role, ok.mac)) {
 		ctl_send_error(c, req_id, EIO, "HMAC failed");
 		ctl_close_after_flush(c);
 		return;
@@ -151,6 +174,27 @@ void auth_proof(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t 
 	c->hub->auth_ok++;
 	RF_INFO(SUBSYS, "%s: authenticated as '%s' (%s)", c->peer, c->auth_id, role_name(c->role));
 	ctl_send(c, RF_CTL_AUTH_OK, req_id, buf, (uint32_t)n);
+}
+
+bool auth_frame_ok(struct ctl_conn *c)
+{
+	if (!c->hub->auth_on || c->auth == AUTH_DONE || c->h.len <= HUB_PREAUTH_MAX_LEN)
+		return true;
+	/* Nothing big is buffered for a peer that has proved nothing. */
+	refuse(c, c->h.req_id, "a frame of more than 256 bytes before authenticating");
+	return false;
+}
+
+bool auth_overdue(struct ctl_conn *c, int64_t now)
+{
+	if (!c->hub->auth_on || c->auth == AUTH_DONE ||
+	    now - c->accepted_at <= HUB_AUTH_DEADLINE_MS)
+		return false;
+	c->hub->auth_failures++;
+	RF_WARN(SUBSYS, "%s: not authenticated within %d s: closing", c->peer,
+	        HUB_AUTH_DEADLINE_MS / 1000);
+	ctl_close(c, "not authenticated in time");
+	return true;
 }
 
 /* The role a message needs; 0 when any authenticated peer may send it. */
@@ -203,4 +247,42 @@ bool auth_allows(struct ctl_conn *c, uint16_t type, uint64_t req_id)
 		return false;
 	}
 	return true;
+}
+
+/* Why @c's proof no longer holds under the keys now loaded, or NULL. */
+static const char *proof_stale(const struct ctl_conn *c, const struct rf_auth_keys *old)
+{
+	const struct rf_auth_key *nk = rf_auth_keys_find(&c->hub->keys, c->auth_id);
+	const struct rf_auth_key *ok = rf_auth_keys_find(old, c->auth_id);
+
+	if (c->auth == AUTH_CHALLENGED)
+		return NULL; /* its proof is checked against the new keys */
+	if (c->auth != AUTH_DONE)
+		return "authentication is now required";
+	if (!nk)
+		return "its identity was removed from psk_file";
+	if (nk->role != c->role)
+		return "its role changed";
+	if (!ok || ok->len != nk->len || memcmp(ok->key, nk->key, nk->len) != 0)
+		return "its key changed";
+	return NULL;
+}
+
+void auth_recheck(struct hub *h, const struct rf_auth_keys *old)
+{
+	if (!h->auth_on)
+		return;
+	for (struct ctl_conn *c = h->conns; c; c = c->next) {
+		const char *why;
+
+		if (c->dead || c->closing)
+			continue;
+		why = proof_stale(c, old);
+		if (!why)
+			continue;
+		RF_WARN(SUBSYS, "%s ('%s'): %s: closing the connection", c->peer,
+		        c->auth_id[0] ? c->auth_id : "not authenticated", why);
+		ctl_send_error(c, 0, EACCES, "the hub's keys changed: %s", why);
+		ctl_close_after_flush(c);
+	}
 }

@@ -155,7 +155,7 @@ void ctl_accept(struct hub *h)
 		c->src = (struct ev_src){.kind = EV_CONN, .ptr = c};
 		c->hub = h;
 		c->fd = fd;
-		c->last_rx = c->last_hb_sent = hub_now_ms();
+		c->accepted_at = c->last_rx = c->last_hb_sent = hub_now_ms();
 		peer_name(fd, c->peer, sizeof(c->peer));
 		if (hub_ep_add(h, fd, EPOLLIN, &c->src)) {
 			close(fd);
@@ -321,8 +321,10 @@ static void on_heartbeat(struct ctl_conn *c, uint64_t req_id, uint32_t len)
 	}
 	/* Our own requests carry bit 63: that is an answer, never answer it. */
 	if (req_id & HUB_REQ_HUB_BIT) {
-		if (req_id == c->hb_req)
+		if (req_id == c->hb_req) {
 			c->hb_req = 0;
+			c->hb_pending_since = 0;
+		}
 		return;
 	}
 	ctl_send(c, RF_CTL_HEARTBEAT, req_id, NULL, 0);
@@ -348,9 +350,35 @@ static void on_error(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint
 static const char *type_name(uint16_t t)
 {
 	static const char *const names[] = {
-	    NULL,        "ERROR",        "HELLO",       "HELLO_OK",  "VOLUME_REPORT",
-	    "VOLUME_OK", "SYNC_READ",    "SYNC_POSTED", "HEARTBEAT", "STATUS",
-	    "STATUS_OK", "VOLUME_STATE", "PROGRESS"};
+	    [RF_CTL_ERROR] = "ERROR",
+	    [RF_CTL_HELLO] = "HELLO",
+	    [RF_CTL_HELLO_OK] = "HELLO_OK",
+	    [RF_CTL_VOLUME_REPORT] = "VOLUME_REPORT",
+	    [RF_CTL_VOLUME_OK] = "VOLUME_OK",
+	    [RF_CTL_SYNC_READ] = "SYNC_READ",
+	    [RF_CTL_SYNC_POSTED] = "SYNC_POSTED",
+	    [RF_CTL_HEARTBEAT] = "HEARTBEAT",
+	    [RF_CTL_STATUS] = "STATUS",
+	    [RF_CTL_STATUS_OK] = "STATUS_OK",
+	    [RF_CTL_VOLUME_STATE] = "VOLUME_STATE",
+	    [RF_CTL_PROGRESS] = "PROGRESS",
+	    [RF_CTL_REPORT_AGAIN] = "REPORT_AGAIN",
+	    [RF_CTL_IO_OPEN] = "IO_OPEN",
+	    [RF_CTL_IO_OPEN_OK] = "IO_OPEN_OK",
+	    [RF_CTL_IO_READ] = "IO_READ",
+	    [RF_CTL_IO_DATA] = "IO_DATA",
+	    [RF_CTL_IO_WRITE] = "IO_WRITE",
+	    [RF_CTL_IO_FLUSH] = "IO_FLUSH",
+	    [RF_CTL_IO_DONE] = "IO_DONE",
+	    [RF_CTL_POINTS] = "POINTS",
+	    [RF_CTL_POINTS_OK] = "POINTS_OK",
+	    [RF_CTL_ADMIN] = "ADMIN",
+	    [RF_CTL_ADMIN_OK] = "ADMIN_OK",
+	    [RF_CTL_AUTH_START] = "AUTH_START",
+	    [RF_CTL_AUTH_CHALLENGE] = "AUTH_CHALLENGE",
+	    [RF_CTL_AUTH_PROOF] = "AUTH_PROOF",
+	    [RF_CTL_AUTH_OK] = "AUTH_OK",
+	};
 
 	return t < sizeof(names) / sizeof(names[0]) && names[t] ? names[t] : "?";
 }
@@ -444,8 +472,11 @@ static int header_done(struct ctl_conn *c)
 	uint64_t req = 0;
 	int code;
 
-	if (rf_ctl_hdr_decode(c->hdr, &c->h, &why) == 0)
+	if (rf_ctl_hdr_decode(c->hdr, &c->h, &why) == 0) {
+		if (!auth_frame_ok(c))
+			return -EPROTO;
 		return 0;
+	}
 	c->hub->protocol_errors++;
 	if (le32(c->hdr) == RF_CTL_MAGIC && (c->hdr[4] | c->hdr[5] << 8) != RF_CTL_VERSION) {
 		code = EPROTONOSUPPORT;
@@ -562,8 +593,18 @@ void ctl_tick(struct hub *h, int64_t now)
 			ctl_close(c, "silent for more than 30 s");
 			continue;
 		}
+		/* Bytes that never make a frame, or frames that never answer a
+		 * HEARTBEAT, do not keep a session alive either. */
+		if (c->hb_req && now - c->hb_pending_since > HUB_IDLE_MS) {
+			ctl_close(c, "heartbeats unanswered for more than 30 s");
+			continue;
+		}
+		if (auth_overdue(c, now))
+			continue;
 		/* Answers carry bit 63 and are never answered back (on_heartbeat). */
 		if (c->agent && now - c->last_hb_sent >= HUB_HEARTBEAT_MS) {
+			if (!c->hb_req)
+				c->hb_pending_since = now;
 			c->hb_req = hub_new_req_id(h);
 			c->last_hb_sent = now;
 			ctl_send(c, RF_CTL_HEARTBEAT, c->hb_req, NULL, 0);

@@ -11,9 +11,11 @@
  * A record is checked before it is applied: its vol_id must be a volume
  * this agent reported in its current session (or, with no session, the
  * mapping recorded in the volume's state file), and offset + length must be
- * inside the volume. An invalid record stops the drain, is logged with the
- * reason and counted, and fences the producer. A peek that fails at a
- * sequence a DATA event announced as landed is corruption: the same.
+ * inside the volume. An invalid record is logged with the reason and
+ * counted, and fences the producer; a live drain then skips it for good (it
+ * is never judged again under a later vol_id mapping), an offline drain
+ * stops at it. A peek that fails at a sequence a DATA event announced as
+ * landed is corruption: the producer is fenced the same way.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -89,7 +91,9 @@ static int commit(struct agent *a)
 	for (size_t i = 0; i < h->nvols; i++) {
 		struct volume *v = &h->vols[i];
 
-		if (!v->touched || v->fd < 0)
+		/* Only this agent's: a volume whose sync keeps failing must not
+		 * hold up the other agents' durability. */
+		if (!v->touched || v->fd < 0 || v->owner != a)
 			continue;
 		rc = pit_commit(v);
 		if (rc) {

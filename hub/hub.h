@@ -31,6 +31,8 @@
 #define HUB_TICK_MS           100         /* timer period: pacing, retries, timeouts */
 #define HUB_HEARTBEAT_MS      5000        /* send HEARTBEAT to an agent this often */
 #define HUB_IDLE_MS           30000       /* drop a connection silent this long */
+#define HUB_AUTH_DEADLINE_MS  5000        /* with psk_file: authenticate within this */
+#define HUB_PREAUTH_MAX_LEN   256         /* with psk_file: frame payload cap before AUTH_OK */
 #define HUB_CLOSE_GRACE_MS    2000        /* flush an ERROR before closing, at most */
 #define HUB_OUT_MAX           (8u << 20)  /* queued output per connection */
 #define HUB_SYNC_CHUNK        (1u << 20)  /* bytes per SYNC_READ */
@@ -79,9 +81,11 @@ struct ctl_conn {
 	bool closing;     /* flush what is queued, then close */
 	bool dead;        /* closed; freed after this loop turn */
 	int64_t close_by; /* closing: close even if not flushed by then */
+	int64_t accepted_at;
 	int64_t last_rx;
 	int64_t last_hb_sent;
-	uint64_t hb_req; /* the id of our outstanding HEARTBEAT, 0 when none */
+	uint64_t hb_req;          /* the id of our outstanding HEARTBEAT, 0 when none */
+	int64_t hb_pending_since; /* when an unanswered HEARTBEAT was first sent */
 
 	struct agent *agent; /* set by HELLO */
 	uint64_t frames_in;
@@ -267,6 +271,14 @@ void auth_start(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t 
 void auth_proof(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
 /* May @c send a message of @type? If not, it was answered (and maybe closed). */
 bool auth_allows(struct ctl_conn *c, uint16_t type, uint64_t req_id);
+/* A complete header before AUTH_OK: small enough? If not, refused and closing. */
+bool auth_frame_ok(struct ctl_conn *c);
+/* Closed @c because it did not authenticate in time? */
+bool auth_overdue(struct ctl_conn *c, int64_t now);
+/* After a reload: close connections whose proof no longer holds. */
+void auth_recheck(struct hub *h, const struct rf_auth_keys *old);
+/* With psk_file: warn about each volume no `agent =` binds. */
+void auth_warn_unbound(const struct hub *h);
 
 /* reload.c: SIGHUP */
 void hub_reload(struct hub *h);

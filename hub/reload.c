@@ -4,14 +4,15 @@
  * under running sessions (docs/HUB.md, "Signals"):
  *
  *   volumes       added, removed (unless busy), agent bindings
- *   psk_file      keys reloaded; connections keep what they proved
+ *   psk_file      keys reloaded; a connection whose key changed or went is closed
  *   sync_rate, resync_rate, log_level (unless --log-level was given)
  *
  * Everything the running hub is built on (control, data, state_dir,
  * ring_dir, ring_size, metrics, a volume's recovery and journal settings)
  * keeps its running value, with a warning naming each change. A file with
- * any problem changes nothing. Connected agents stay connected; those with
- * a volume the reload added are asked to report their volumes again.
+ * any problem changes nothing. Connected agents stay connected (unless the
+ * key they proved changed or went); when the reload added a volume, every
+ * connected agent is asked to report the volumes it was refused again.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -56,7 +57,7 @@ static void ask_reports(struct hub *h)
 void hub_reload(struct hub *h)
 {
 	struct hub_config next, old;
-	struct rf_auth_keys keys = {0};
+	struct rf_auth_keys keys = {0}, old_keys;
 	struct volumes_reload_stats st;
 	char why[PATH_MAX + 256];
 	int rc;
@@ -89,12 +90,16 @@ void hub_reload(struct hub *h)
 	*h->cfg = next;
 	hub_config_free(&old);
 	if (h->auth_on != (keys.n > 0))
-		RF_WARN(SUBSYS, "authentication turned %s; connections keep what they proved",
-		        keys.n ? "on"
+		RF_WARN(SUBSYS, "authentication turned %s",
+		        keys.n ? "on: connections that did not authenticate are closed"
 		               : "OFF: any host that reaches the control address is trusted");
-	rf_auth_keys_free(&h->keys);
+	old_keys = h->keys;
 	h->keys = keys;
 	h->auth_on = keys.n > 0;
+	/* A removed or changed key ends the sessions proved with it. */
+	auth_recheck(h, &old_keys);
+	rf_auth_keys_free(&old_keys);
+	auth_warn_unbound(h);
 	if (!h->log_level_fixed)
 		rf_log_set_level(h->cfg->log_level);
 	if (st.added)

@@ -3,7 +3,7 @@
  * Agents and their sessions.
  *
  * An agent (by id) is known from its first HELLO, from a state file that
- * names it as a volume's owner, or from a ring file left in state_dir/rings.
+ * names it as a volume's owner, or from a ring file left in ring_dir.
  * Its ring stays mapped for the life of the hub. A control session runs
  * from HELLO to the close of that connection (or its replacement by a newer
  * one); during it the agent may attach its data path with the session's
@@ -163,20 +163,14 @@ void session_scan_rings(struct hub *h)
 	}
 }
 
-static uint64_t random_u64(void)
+/* The data attach token: from the CSPRNG, never 0; 0 when there is none. */
+static uint64_t random_token(void)
 {
 	uint64_t v = 0;
 
-	while (v == 0) {
-		if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v)) {
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			v ^= ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^
-			     ((uint64_t)getpid() << 16);
-			v *= 0x9e3779b97f4a7c15ull;
-		}
-	}
+	for (int i = 0; i < 4 && v == 0; i++)
+		if (rf_auth_random(&v, sizeof(v)))
+			return 0;
 	return v;
 }
 
@@ -229,6 +223,7 @@ void session_hello(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 	uint8_t buf[RF_CTL_MAX_TEXT + 64];
 	const char *why = NULL;
 	struct agent *a;
+	uint64_t token;
 	int n, rc;
 
 	if (c->agent) {
@@ -286,10 +281,15 @@ void session_hello(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 	do {
 		drain_fully(a);
 	} while (drain_discard_invalid(a) > 0);
+	token = random_token();
+	if (!token) {
+		ctl_send_error(c, req_id, EIO, "the hub has no random bytes for a data token");
+		return;
+	}
 	a->conn = c;
 	c->agent = a;
 	a->session = ++h->next_session;
-	a->token = random_u64();
+	a->token = token;
 	a->landed_valid = false;
 	a->have_progress = false;
 	a->sessions++;

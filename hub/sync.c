@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Initial full sync (docs/protocol-ctl.md, protect flow steps 4-5).
+ * Initial full sync (docs/PROTOCOL.md, "Protect flow", steps 4-5).
  *
  * The volume is walked in 1 MiB chunks. Each chunk is PENDING, INFLIGHT (a
  * SYNC_READ is out), POSTED (the agent answered SYNC_POSTED with the ring

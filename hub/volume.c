@@ -554,7 +554,6 @@ void volume_report(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 	if (v->cfg->agent[0] && strcmp(v->cfg->agent, a->id) != 0) {
 		RF_WARN(SUBSYS, "agent %s reported volume %s, which belongs to agent %s: refused",
 		        a->id, m.name, v->cfg->agent);
-		h->refusals++;
 		ctl_send_error(c, req_id, EACCES,
 		               "volume '%s' belongs to agent '%s' (the hub's configuration)",
 		               m.name, v->cfg->agent);

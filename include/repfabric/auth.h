@@ -56,10 +56,15 @@ int rf_auth_key_pick(const struct rf_auth_keys *ks, const char *identity,
 
 /* @n bytes from the CSPRNG. */
 int rf_auth_random(void *buf, size_t n);
-/* The MAC of one direction: @from_hub selects the hub's label. */
-int rf_auth_mac(const struct rf_auth_key *k, bool from_hub, const char *identity,
-                const uint8_t nc[RF_AUTH_NONCE_LEN], const uint8_t nh[RF_AUTH_NONCE_LEN],
-                uint8_t out[RF_AUTH_MAC_LEN]);
+/* The client's MAC: HMAC(K, "repfabric-auth-v1 client" 00 identity 00 Nc Nh). */
+int rf_auth_client_mac(const struct rf_auth_key *k, const char *identity,
+                       const uint8_t nc[RF_AUTH_NONCE_LEN], const uint8_t nh[RF_AUTH_NONCE_LEN],
+                       uint8_t out[RF_AUTH_MAC_LEN]);
+/* The hub's MAC, which also covers the role it grants:
+ * HMAC(K, "repfabric-auth-v1 hub" 00 identity 00 Nc Nh role). */
+int rf_auth_hub_mac(const struct rf_auth_key *k, const char *identity,
+                    const uint8_t nc[RF_AUTH_NONCE_LEN], const uint8_t nh[RF_AUTH_NONCE_LEN],
+                    uint8_t role, uint8_t out[RF_AUTH_MAC_LEN]);
 /* Constant-time comparison of two MACs. */
 bool rf_auth_mac_equal(const uint8_t a[RF_AUTH_MAC_LEN], const uint8_t b[RF_AUTH_MAC_LEN]);
 

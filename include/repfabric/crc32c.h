@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * CRC32C (Castagnoli, reflected polynomial 0x82F63B78), as used by iSCSI,
- * ext4 and NVMe. Uses three interleaved SSE4.2 crc32 streams merged with
- * PCLMULQDQ when the CPU has both, one crc32 chain with SSE4.2 alone and a
- * slicing-by-8 table otherwise; all give identical results.
+ * ext4 and NVMe. Uses six interleaved SSE4.2 crc32 streams (CRC_STREAMS in
+ * common/crc32c.c) merged with PCLMULQDQ when the CPU has both, one crc32
+ * chain with SSE4.2 alone and a slicing-by-8 table otherwise; all give
+ * identical results.
  */
 #ifndef REPFABRIC_CRC32C_H
 #define REPFABRIC_CRC32C_H

@@ -143,7 +143,7 @@ const char *rf_ring_type_name(uint16_t type);
 
 /*
  * Decode and validate the first @len bytes of a ring header (at least
- * RF_RING_HEADER_USED), e.g. fetched by a producer with an RDMA READ, and
+ * RF_RING_HEADER_USED), e.g. handed to a producer in a transport's accept message, and
  * fill @out with the geometry and the newest valid head. @reason (may be
  * NULL) receives why the header was refused, naming the field.
  * Returns 0, -EBADMSG (corrupt or inconsistent header), -EPROTONOSUPPORT

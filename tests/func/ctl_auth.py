@@ -5,9 +5,12 @@ authentication (docs/PROTOCOL.md, "Authentication"), for tests/func/hub_auth.sh.
 
   ctl_auth.py client HOST:PORT [--identity ID --key HEX] [--corrupt-proof]
                      [--hello AGENT] [--report VOLUME SIZE] [--status]
-      Authenticates (unless no --identity), then sends the requests in the
-      order given and prints one line per answer: "AUTH_OK role=N",
-      "HELLO_OK", "VOLUME_OK", "STATUS_OK", or "ERROR <errno-name> <reason>".
+      [--send TYPE HEXPAYLOAD] [--auth-start-again]
+      Authenticates (unless no --identity; prints "AUTH_CHALLENGE" when the
+      hub sent one), then sends the requests in the order given and prints
+      one line per answer: "AUTH_OK role=N hub-proof=good|BAD", "HELLO_OK",
+      "VOLUME_OK", "STATUS_OK", or "ERROR <errno-name> <reason>"; "CLOSED"
+      when the hub closed the connection.
       Exit 0 when every exchange completed (answers may be errors).
   ctl_auth.py fake-hub PORT --key HEX --log FILE
       An impostor hub: answers AUTH_START with a challenge and AUTH_PROOF
@@ -55,9 +58,11 @@ def string(v):
     return struct.pack("<H", len(b)) + b
 
 
-def mac(key, hub_side, ident, nc, nh):
+def mac(key, hub_side, ident, nc, nh, role=None):
+    """The client's MAC, or (hub_side) the hub's, which also covers the role."""
     label = b"repfabric-auth-v1 hub" if hub_side else b"repfabric-auth-v1 client"
-    return hmac.new(key, label + b"\0" + ident.encode() + b"\0" + nc + nh,
+    tail = bytes([role]) if hub_side else b""
+    return hmac.new(key, label + b"\0" + ident.encode() + b"\0" + nc + nh + tail,
                     hashlib.sha256).digest()
 
 
@@ -91,6 +96,10 @@ def client(argv):
             ops.append(("report", argv.pop(0), int(argv.pop(0))))
         elif a == "--status":
             ops.append(("status",))
+        elif a == "--send":
+            ops.append(("send", int(argv.pop(0)), bytes.fromhex(argv.pop(0))))
+        elif a == "--auth-start-again":
+            ops.append(("send", T["AUTH_START"], struct.pack("<H", 1) + string("x") + bytes(32)))
         else:
             sys.exit("unknown argument " + a)
     try:
@@ -103,6 +112,7 @@ def client(argv):
                 print(describe(typ, pl))
                 return 0
             nh = pl
+            print("AUTH_CHALLENGE")
             proof = mac(key, False, ident, nc, nh)
             if corrupt:
                 proof = bytes([proof[0] ^ 1]) + proof[1:]
@@ -112,7 +122,7 @@ def client(argv):
             if typ != T["AUTH_OK"]:
                 print(describe(typ, pl))
                 return 0
-            ok = hmac.compare_digest(pl[1:], mac(key, True, ident, nc, nh))
+            ok = hmac.compare_digest(pl[1:], mac(key, True, ident, nc, nh, pl[0]))
             print("AUTH_OK role=%d hub-proof=%s" % (pl[0], "good" if ok else "BAD"))
         for op in ops:
             req += 1
@@ -121,6 +131,8 @@ def client(argv):
             elif op[0] == "report":
                 send(s, T["VOLUME_REPORT"], req,
                      struct.pack("<IQB", 1, op[2], 0) + string(op[1]))
+            elif op[0] == "send":
+                send(s, op[1], req, op[2])
             else:
                 send(s, T["STATUS"], req)
             while True:
@@ -164,7 +176,7 @@ def fake_hub(argv):
                     elif typ == T["AUTH_PROOF"]:
                         good = hmac.compare_digest(pl, mac(key, False, ident, nc, nh))
                         f.write("auth-proof %s\n" % ("good" if good else "bad"))
-                        wrong = mac(b"not the key of this agent", True, ident, nc, nh)
+                        wrong = mac(b"not the key of this agent", True, ident, nc, nh, 1)
                         send(s, T["AUTH_OK"], req, bytes([1]) + wrong)
                     else:
                         f.write("after-auth %s\n" % NAMES.get(typ, typ))

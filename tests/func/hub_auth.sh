@@ -120,20 +120,48 @@ metric() { python3 -c "import urllib.request; print(urllib.request.urlopen('http
 
 rf_log "the Python client: unknown identity, corrupted proof, roles"
 py --identity nobody --key "$k_vm1" --hello nobody >"$RF_TMP/out.txt"
-grep -q "^ERROR EACCES authentication failed" "$RF_TMP/out.txt" ||
-	{ cat "$RF_TMP/out.txt"; rf_fail "unknown identity not refused"; }
+# A challenge first (the hub does not tell which identities exist), then EACCES.
+[ "$(sed -n 1p "$RF_TMP/out.txt")" = AUTH_CHALLENGE ] &&
+	grep -q "^ERROR EACCES authentication failed" "$RF_TMP/out.txt" ||
+	{ cat "$RF_TMP/out.txt"; rf_fail "unknown identity: not challenged, then refused"; }
 hub_log_has "authentication as 'nobody' refused: no key for this identity"
 py --identity vm2 --key "$k_vm2" --corrupt-proof --hello vm2 >"$RF_TMP/out.txt"
 grep -q "^ERROR EACCES authentication failed" "$RF_TMP/out.txt" ||
 	{ cat "$RF_TMP/out.txt"; rf_fail "a corrupted proof was accepted"; }
 py --identity vm2 --key "$k_vm2" --status --hello vm1 >"$RF_TMP/out.txt"
 cat "$RF_TMP/out.txt"
-sed -n 1p "$RF_TMP/out.txt" | grep -q "^AUTH_OK role=1 hub-proof=good" ||
+sed -n 2p "$RF_TMP/out.txt" | grep -q "^AUTH_OK role=1 hub-proof=good" ||
 	rf_fail "vm2 did not authenticate as an agent with a good hub proof"
-sed -n 2p "$RF_TMP/out.txt" | grep -q "^ERROR EACCES identity 'vm2' (role agent) may not send" ||
+sed -n 3p "$RF_TMP/out.txt" | grep -q "^ERROR EACCES identity 'vm2' (role agent) may not send" ||
 	rf_fail "an agent key could ask STATUS"
-sed -n 3p "$RF_TMP/out.txt" | grep -q "^ERROR EACCES authenticated as 'vm2'" ||
+sed -n 4p "$RF_TMP/out.txt" | grep -q "^ERROR EACCES authenticated as 'vm2'" ||
 	rf_fail "vm2 could HELLO as vm1"
+# expect_line WHAT PATTERN ARGS...: the Python client's last line matches.
+expect_last() {
+	local what=$1 pat=$2
+	shift 2
+	py "$@" >"$RF_TMP/out.txt"
+	tail -n 1 "$RF_TMP/out.txt" | grep -q "$pat" || { cat "$RF_TMP/out.txt"; rf_fail "$what"; }
+}
+expect_last "an agent key could send ADMIN" "^ERROR EACCES identity 'vm2' (role agent) may not send" \
+	--identity vm2 --key "$k_vm2" --send 50 00
+expect_last "an admin key could send PROGRESS" "^ERROR EACCES identity 'ops' (role admin) may not send" \
+	--identity ops --key "$k_ops" --send 12 00
+expect_last "VOLUME_REPORT before authentication" "^ERROR EACCES authentication required" \
+	--report vm1-disk0 $((8 << 20))
+expect_last "AUTH_PROOF before AUTH_START" "^ERROR EACCES authentication failed" \
+	--send 66 "$(printf '%064d' 0)"
+expect_last "a second AUTH_START" "^ERROR EACCES authentication failed" \
+	--identity vm2 --key "$k_vm2" --auth-start-again
+hub_log_has "authentication as 'vm2' refused: a second AUTH_START"
+expect_last "a big frame before authentication" "^ERROR EACCES authentication failed" \
+	--send 9 "$(printf '%0600d' 0)"
+hub_log_has "refused: a frame of more than 256 bytes before authenticating"
+rf_log "a connection that never authenticates is closed after 5 s"
+python3 -c "import socket; s = socket.create_connection(('127.0.0.1', $ctl_port)); s.settimeout(30); print(len(s.recv(1)))" \
+	>"$RF_TMP/out.txt"
+[ "$(cat "$RF_TMP/out.txt")" = 0 ] || rf_fail "the silent connection was not closed"
+hub_log_has "not authenticated within 5 s: closing"
 py --identity ops --key "$k_ops" --hello ops >"$RF_TMP/out.txt"
 grep -q "^ERROR EACCES identity 'ops' (role admin) may not send" "$RF_TMP/out.txt" ||
 	{ cat "$RF_TMP/out.txt"; rf_fail "an admin key could HELLO"; }
@@ -172,12 +200,30 @@ admin wait vm1-disk0 --synced --timeout 60 || rf_fail "the volume did not sync"
 cmp "$disk" "$recovery" || rf_fail "the replica differs from the disk"
 hub_log_has "authenticated as 'vm1' (agent)"
 
+rf_log "SIGHUP with vm1's key changed ends vm1's session; its old key is refused"
+lines=$(wc -l <"$RF_TMP/hub.log")
+since() { tail -n +"$((lines + 1))" "$RF_TMP/hub.log" | grep -q "$1"; }
+cp "$RF_TMP/keys/hub.psk" "$RF_TMP/keys/hub.psk.orig"
+sed -i "s/^vm1 $k_vm1 agent\$/vm1 $(hexkey) agent/" "$RF_TMP/keys/hub.psk"
+kill -HUP "$hub_pid"
+rf_wait_for 10 "the end of vm1's session" since "('vm1'): its key changed: closing the connection"
+rf_wait_for 20 "vm1's old key refused" since "authentication as 'vm1' refused: wrong key"
+rf_log "SIGHUP with the key back: vm1 reconnects and replicates"
+lines=$(wc -l <"$RF_TMP/hub.log")
+cp "$RF_TMP/keys/hub.psk.orig" "$RF_TMP/keys/hub.psk"
+kill -HUP "$hub_pid"
+rf_wait_for 30 "vm1 back" since "authenticated as 'vm1' (agent)"
+qemu-io -f raw -c 'write -P 0x77 2M 64k' "nbd+unix:///?socket=$sock" >>"$RF_TMP/qemu-io.log"
+admin wait vm1-disk0 --synced --timeout 60 || rf_fail "the volume did not sync after the key came back"
+cmp "$disk" "$recovery" || rf_fail "the replica differs after the key rotation"
+
 rf_log "an agent with a key refuses a hub without psk_file"
 hub2=$(rf_free_port)
 sed -e "s/^control = .*/control = 127.0.0.1:$hub2/" -e "s/^psk_file = .*//" \
 	-e "s#^state_dir = .*#state_dir = $RF_TMP/state2#" -e "s#$RF_TMP/state/#$RF_TMP/state2/#" \
 	-e "s/^data = .*/data = tcp:\/\/127.0.0.1:$(rf_free_port)/" -e "/^metrics = /d" "$RF_TMP/hub.conf" >"$RF_TMP/hub2.conf"
 rf_spawn hub2 "$RF_BIN/rephubd" --config "$RF_TMP/hub2.conf"
+hub2_pid=$RF_LAST_PID
 rf_wait_port "$hub2" 20
 grep -q "no psk_file: the control channel is not authenticated" "$RF_TMP/hub2.log" ||
 	rf_fail "an unauthenticated hub does not warn"
@@ -189,6 +235,23 @@ n2=$RF_LAST_PID
 rf_wait_for 20 "the agent's refusal" grep -q "the hub does not authenticate" "$RF_TMP/nbdkit2.log"
 if grep -q "agent vm1: connected" "$RF_TMP/hub2.log"; then rf_fail "the agent sent HELLO anyway"; fi
 kill "$n2"
+
+rf_log "turning authentication on by SIGHUP closes the sessions that did not authenticate"
+head -c $((1 << 20)) /dev/urandom >"$RF_TMP/disk4.img"
+rf_spawn sim "$RF_BIN/rf-hub-agent-sim" --hub "127.0.0.1:$hub2" --agent vm2 --volume vm2-disk0 \
+	--vol-id 1 --disk "$RF_TMP/disk4.img" --writes 10 --stay
+sim_pid=$RF_LAST_PID
+rf_wait_for 30 "the unauthenticated agent's writes" grep -q "writes durable" "$RF_TMP/sim.log"
+# psk_file goes into [hub], before the first [volume ...]
+awk -v line="psk_file = $RF_TMP/keys/hub.psk" '/^\[volume/ && !done { print line; done = 1 } { print }' \
+	"$RF_TMP/hub2.conf" >"$RF_TMP/hub2.new" && mv "$RF_TMP/hub2.new" "$RF_TMP/hub2.conf"
+kill -HUP "$hub2_pid"
+rf_wait_for 10 "the unauthenticated session closed" \
+	grep -q "('not authenticated'): authentication is now required: closing the connection" \
+	"$RF_TMP/hub2.log"
+rc=0
+wait "$sim_pid" || rc=$?
+[ "$rc" != 0 ] || rf_fail "the unauthenticated agent kept its session"
 
 rf_log "an agent with a key refuses an impostor hub whose proof is wrong"
 fake=$(rf_free_port)

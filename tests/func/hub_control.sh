@@ -131,7 +131,7 @@ log_has "protocol version 2 is not supported" "wrong version"
 
 poke "unknown type -> ERROR EOPNOTSUPP, connection stays" \
 	raw 0x54434652 1 999 4 0 4 expect ERROR EOPNOTSUPP status expect STATUS_OK
-poke "reserved type 33 -> ERROR EOPNOTSUPP" \
+poke "type 33 (IO_OPEN_OK, sent only by the hub) -> ERROR EOPNOTSUPP" \
 	raw 0x54434652 1 33 0 0 0 expect ERROR EOPNOTSUPP heartbeat expect HEARTBEAT
 still_serving "an unknown type"
 poke "malformed redirected IO and administration frames -> ERROR EBADMSG" \

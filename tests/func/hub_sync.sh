@@ -115,7 +115,7 @@ rc=0
 [ "$rc" = 3 ] || { cat "$RF_TMP/range.log"; rf_fail "bad-range: the simulator exited $rc"; }
 grep -q "is outside volume vm1-disk0" "$log" || rf_fail "no out-of-bounds reason in the log"
 
-rf_log "the next session works (the invalid record left in the ring is dropped)"
+rf_log "the next session works (the invalid record was skipped for good)"
 run_sim after-bad --agent vm1-moved --vol-id 2 --bitmap-valid --expect-sync none --writes 30 --seed 7
 same "after the session following the invalid records"
 

@@ -129,7 +129,8 @@ static void hex(const char *s, uint8_t *out)
 }
 
 /* Expected values: Python hmac.new(bytes(range(32)), label + b"\0vm1\0" +
- * b"\xaa" * 32 + b"\x55" * 32, hashlib.sha256). */
+ * b"\xaa" * 32 + b"\x55" * 32 [+ bytes([1]) for the hub's, the role],
+ * hashlib.sha256). */
 static void test_mac_known_answer(void **state)
 {
 	struct rf_auth_keys ks;
@@ -140,12 +141,12 @@ static void test_mac_known_answer(void **state)
 	memset(nc, 0xaa, sizeof(nc));
 	memset(nh, 0x55, sizeof(nh));
 	assert_int_equal(parse("vm1 " K32, &ks, why, sizeof(why)), 0);
-	assert_int_equal(rf_auth_mac(&ks.keys[0], false, "vm1", nc, nh, out), 0);
+	assert_int_equal(rf_auth_client_mac(&ks.keys[0], "vm1", nc, nh, out), 0);
 	hex("bd7ef8d270bbcc3dcb063b41551a4e216d665295497ac34ea7fad0e5d2703dc9", want);
 	assert_memory_equal(out, want, 32);
 	assert_true(rf_auth_mac_equal(out, want));
-	assert_int_equal(rf_auth_mac(&ks.keys[0], true, "vm1", nc, nh, out), 0);
-	hex("c3ceb1db793064b44166cb842ec3dc67dca1abdc1c4e6d87cc4c1c8ed9caa315", want);
+	assert_int_equal(rf_auth_hub_mac(&ks.keys[0], "vm1", nc, nh, RF_AUTH_ROLE_AGENT, out), 0);
+	hex("38ae5c9499191678d318b0ce8fc2bc644ad7ef4db0e575b4ab5b4874b6f87377", want);
 	assert_memory_equal(out, want, 32);
 	want[31] ^= 1;
 	assert_false(rf_auth_mac_equal(out, want));
@@ -189,7 +190,7 @@ static void test_codecs(void **state)
 
 /* ---- the client against a scripted hub ------------------------------------ */
 
-enum hub_mode { HUB_GOOD, HUB_BAD_PROOF, HUB_REFUSE, HUB_NO_AUTH };
+enum hub_mode { HUB_GOOD, HUB_BAD_PROOF, HUB_ROLE_FLIP, HUB_REFUSE, HUB_NO_AUTH };
 
 struct fake_hub {
 	int fd;
@@ -233,15 +234,17 @@ static void *hub_thread(void *arg)
 	if (rf_ctl_recv(f->fd, &h, buf, sizeof(buf), 5000, &why) || h.type != RF_CTL_AUTH_PROOF ||
 	    rf_ctl_dec_auth_blob(buf, h.len, &proof, &why))
 		return NULL;
-	rf_auth_mac(f->key, false, st.identity, st.nonce, ch.b, want);
+	rf_auth_client_mac(f->key, st.identity, st.nonce, ch.b, want);
 	f->client_proof_ok = rf_auth_mac_equal(want, proof.b);
 	if (f->mode == HUB_REFUSE) {
 		send_error(f->fd, h.req_id, EACCES, "authentication failed");
 		return NULL;
 	}
-	rf_auth_mac(f->key, true, st.identity, st.nonce, ch.b, ok.mac);
+	rf_auth_hub_mac(f->key, st.identity, st.nonce, ch.b, ok.role, ok.mac);
 	if (f->mode == HUB_BAD_PROOF)
 		ok.mac[0] ^= 0x80;
+	if (f->mode == HUB_ROLE_FLIP)
+		ok.role = RF_AUTH_ROLE_ADMIN; /* the MAC was made for agent */
 	n = rf_ctl_enc_auth_ok(buf, sizeof(buf), &ok);
 	rf_ctl_send(f->fd, RF_CTL_AUTH_OK, h.req_id, buf, (uint32_t)n, NULL, 0);
 	return NULL;
@@ -281,6 +284,8 @@ static void test_client(void **state)
 	assert_true(proof_ok);
 	assert_int_equal(run_client(HUB_BAD_PROOF, &proof_ok, why, sizeof(why)), -EBADE);
 	assert_non_null(strstr(why, "the hub's proof is wrong"));
+	/* The role is covered by the hub's MAC: a changed role is refused. */
+	assert_int_equal(run_client(HUB_ROLE_FLIP, &proof_ok, why, sizeof(why)), -EBADE);
 	assert_int_equal(run_client(HUB_REFUSE, &proof_ok, why, sizeof(why)), -EACCES);
 	assert_non_null(strstr(why, "refused our proof as 'vm1'"));
 	assert_int_equal(run_client(HUB_NO_AUTH, &proof_ok, why, sizeof(why)), -EOPNOTSUPP);
