@@ -32,13 +32,11 @@
 #include "repfabric/auth.h"
 #include "repfabric/ctl.h"
 
-#define EXIT_UNMET  1
-#define EXIT_HUB    2
-#define EXIT_USAGE  64
-#define DIAL_MS     5000
-#define REPLY_MS    10000
-#define POLL_MS     100
-#define DEFAULT_HUB "127.0.0.1:7470"
+#define EXIT_UNMET 1
+#define EXIT_HUB   2
+#define EXIT_USAGE 64
+#define REPLY_MS   10000
+#define POLL_MS    100
 
 static const char *hub_addr = DEFAULT_HUB;
 
@@ -373,31 +371,9 @@ static void print_table(const struct json *st)
 		print_agents(agents);
 }
 
-/*
- * Say why the hub cannot be reached (@err from dial()), naming the address:
- * the first line stays "repctl: cannot reach hub at ADDR: REASON".
- */
 static void say_unreachable(int err)
 {
-	if (err == -EKEYREJECTED)
-		return; /* repctl_dial() said why */
-	if (err == -EINVAL) {
-		fprintf(stderr, "repctl: cannot reach hub at %s: not HOST:PORT\n", hub_addr);
-		return;
-	}
-	if (err == -ETIMEDOUT)
-		fprintf(stderr, "repctl: cannot reach hub at %s: no answer in %d s\n", hub_addr,
-		        DIAL_MS / 1000);
-	else if (err == -EHOSTUNREACH)
-		fprintf(stderr, "repctl: cannot reach hub at %s: unknown host or no route to it\n",
-		        hub_addr);
-	else
-		fprintf(stderr, "repctl: cannot reach hub at %s: %s\n", hub_addr, strerror(-err));
-	if (err == -ECONNREFUSED || err == -ETIMEDOUT || err == -EHOSTUNREACH)
-		fprintf(stderr,
-		        "repctl: is rephubd running there? (the address: --hub HOST:PORT, "
-		        "else $REPCTL_HUB, else %s)\n",
-		        DEFAULT_HUB);
+	repctl_say_unreachable(hub_addr, err);
 }
 
 static int cmd_status(bool raw)

@@ -40,3 +40,30 @@ int repctl_dial(const char *hub, int timeout_ms)
 	}
 	return fd;
 }
+
+/*
+ * Say why the hub cannot be reached (@err from repctl_dial()), naming the address:
+ * the first line stays "repctl: cannot reach hub at ADDR: REASON".
+ */
+void repctl_say_unreachable(const char *hub_addr, int err)
+{
+	if (err == -EKEYREJECTED)
+		return; /* repctl_dial() said why */
+	if (err == -EINVAL) {
+		fprintf(stderr, "repctl: cannot reach hub at %s: not HOST:PORT\n", hub_addr);
+		return;
+	}
+	if (err == -ETIMEDOUT)
+		fprintf(stderr, "repctl: cannot reach hub at %s: no answer in %d s\n", hub_addr,
+		        DIAL_MS / 1000);
+	else if (err == -EHOSTUNREACH)
+		fprintf(stderr, "repctl: cannot reach hub at %s: unknown host or no route to it\n",
+		        hub_addr);
+	else
+		fprintf(stderr, "repctl: cannot reach hub at %s: %s\n", hub_addr, strerror(-err));
+	if (err == -ECONNREFUSED || err == -ETIMEDOUT || err == -EHOSTUNREACH)
+		fprintf(stderr,
+		        "repctl: is rephubd running there? (the address: --hub HOST:PORT, "
+		        "else $REPCTL_HUB, else %s)\n",
+		        DEFAULT_HUB);
+}

@@ -3,6 +3,9 @@
 #ifndef REPCTL_CONN_H
 #define REPCTL_CONN_H
 
+#define DIAL_MS     5000             /* connect and authenticate, each */
+#define DEFAULT_HUB "127.0.0.1:7470" /* without --hub and $REPCTL_HUB */
+
 /*
  * Load the key file @psk_file and pick @identity's key (or the file's only
  * key when @identity is NULL). Prints the reason and returns -errno.
@@ -15,5 +18,9 @@ int repctl_auth_setup(const char *psk_file, const char *identity);
  * -EKEYREJECTED when authentication failed (the reason is printed).
  */
 int repctl_dial(const char *hub, int timeout_ms);
+
+/* Print why @hub_addr cannot be reached (@err from repctl_dial()); nothing
+ * for -EKEYREJECTED, which repctl_dial() explained. */
+void repctl_say_unreachable(const char *hub_addr, int err);
 
 #endif /* REPCTL_CONN_H */

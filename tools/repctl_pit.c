@@ -26,7 +26,6 @@
 #define EXIT_UNMET 1
 #define EXIT_HUB   2
 #define EXIT_USAGE 64
-#define DIAL_MS    5000
 #define REPLY_MS   120000 /* a failover applies the journal before it answers */
 
 bool repctl_pit_command(const char *cmd)
@@ -123,8 +122,7 @@ static int roundtrip(const char *hub, uint16_t type, const uint8_t *pl, uint32_t
 
 	fd = repctl_dial(hub, DIAL_MS);
 	if (fd < 0) {
-		if (fd != -EKEYREJECTED)
-			fprintf(stderr, "repctl: cannot reach hub at %s: %s\n", hub, strerror(-fd));
+		repctl_say_unreachable(hub, fd);
 		return EXIT_HUB;
 	}
 	rc = rf_ctl_send(fd, type, 1, pl, len, NULL, 0);

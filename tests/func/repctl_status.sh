@@ -128,7 +128,7 @@ wait "$sim_pid" || rf_fail "the simulated agent failed"
 
 rf_log "unreachable hub: refused"
 dead=$(rf_free_port)
-for cmd in status "wait vm1-disk0 --synced --timeout 1"; do
+for cmd in status "wait vm1-disk0 --synced --timeout 1" "points vm1-disk0" "failover vm1-disk0"; do
 	rc=0
 	# shellcheck disable=SC2086
 	"$repctl" --hub "127.0.0.1:$dead" $cmd >"$RF_TMP/dead.out" 2>&1 || rc=$?
