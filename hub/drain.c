@@ -176,8 +176,9 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 			    r.seq, rf_ring_type_name(r.type), r.volume_id, r.offset, r.length, why);
 			invalid_record(a, mode, r.seq, what, v);
 			/* Refused once, refused for good: a producer's record is never
-			 * judged again under a later vol_id mapping (its writes stay
-			 * dirty at the agent, which resends them). */
+			 * judged again under a later vol_id mapping. (Its bytes are
+			 * lost to the replica: a producer that writes such a record
+			 * is broken or hostile, and it is fenced.) */
 			if (mode == DRAIN_LIVE && rf_ring_advance(a->ring, &r) == 0) {
 				a->stop_invalid = false;
 				skipped = true;
@@ -233,7 +234,10 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 	} else if (skipped) {
 		rc = rf_ring_persist_head(a->ring);
 		if (rc) {
-			rf_ring_rewind(a->ring); /* judged again by the next drain */
+			/* Judged again by the next drain, on the retry timer. */
+			rf_ring_rewind(a->ring);
+			a->drain_stuck = true;
+			a->drain_retry_at = hub_now_ms() + 1000;
 			return rc;
 		}
 		rf_ring_head(a->ring, &a->durable_pos, &a->durable_seq);

@@ -331,8 +331,11 @@ struct volumes_reload_stats {
  * Rebuild the volume list from @nc (not yet the running configuration):
  * new volumes are set up, unused dropped ones torn down, busy dropped ones
  * appended to @nc; kept volumes move with their state and keep their
- * recovery and journal settings (written back into @nc). 0 or -ENOMEM
- * (nothing changed).
+ * recovery and journal settings (written back into @nc); a removed volume
+ * is marked not synced (added back, it syncs in full). A volume is busy
+ * while its agent is connected, its agent's ring holds records, its
+ * journal holds entries, or a test runs. 0, -ENOMEM, or -EINVAL when two
+ * volumes would share a recovery image (logged); on error nothing changed.
  */
 int volumes_reload(struct hub *h, struct hub_config *nc, struct volumes_reload_stats *st);
 struct volume *volume_find(struct hub *h, const char *name);

@@ -82,7 +82,8 @@ void hub_reload(struct hub *h)
 	}
 	rc = volumes_reload(h, &next, &st);
 	if (rc) {
-		RF_ERR(SUBSYS, "reload refused: %s; nothing changed", strerror(-rc));
+		if (rc != -EINVAL) /* -EINVAL: volumes_reload said why */
+			RF_ERR(SUBSYS, "reload refused: %s; nothing changed", strerror(-rc));
 		goto fail;
 	}
 	/* The volumes now point into next.vols: it becomes the running one. */

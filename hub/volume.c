@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "hub.h"
+#include "journal.h"
 #include "repfabric/log.h"
 
 #define SUBSYS "volume"
@@ -377,20 +378,46 @@ void volumes_fini(struct hub *h)
 /* May @v leave the configuration now? Not while anything refers to it. */
 static const char *volume_busy(const struct volume *v)
 {
-	uint64_t recs = 0, bytes = 0;
+	const struct agent *a = v->owner;
+	struct rf_ring_scan_result res;
 
 	if (v->test)
 		return "a failover test runs on it";
-	if (!v->owner)
-		return NULL;
-	if (agent_live(v->owner))
+	if (a && agent_live(a))
 		return "its agent is connected";
-	status_agent_lag(v->owner, &recs, &bytes);
-	return recs ? "its agent's ring still holds records not applied" : NULL;
+	if (v->jr) {
+		struct journal_info in;
+
+		journal_get_info(v->jr, &in);
+		if (in.entries)
+			return "its journal holds points not applied to the image yet";
+	}
+	if (!a)
+		return NULL;
+	if (a->ring_broken || (!a->ring && access(a->ring_path, F_OK) == 0))
+		return "its agent's ring cannot be read";
+	/* Anything the agent's ring still holds may be for this volume. */
+	if (a->ring && (rf_ring_scan(a->ring, &res) || res.records))
+		return "its agent's ring still holds records not applied";
+	return NULL;
+}
+
+/* Two volumes of @nc on one recovery image? Names them in @why. */
+static bool shared_image(const struct hub_config *nc, char *why, size_t whylen)
+{
+	for (size_t i = 0; i < nc->nvols; i++)
+		for (size_t j = i + 1; j < nc->nvols; j++)
+			if (!strcmp(nc->vols[i].recovery, nc->vols[j].recovery)) {
+				snprintf(why, whylen, "volumes %s and %s would share the image %s",
+				         nc->vols[i].name, nc->vols[j].name, nc->vols[i].recovery);
+				return true;
+			}
+	return false;
 }
 
 int volumes_reload(struct hub *h, struct hub_config *nc, struct volumes_reload_stats *st)
 {
+	char why[2 * PATH_MAX + 160];
 	struct volume *nv;
 	bool *moved;
 	size_t n;
@@ -416,6 +443,36 @@ int volumes_reload(struct hub *h, struct hub_config *nc, struct volumes_reload_s
 		        v->cfg->name, busy);
 		st->kept++;
 	}
+	/* What a running volume is built on stays as it is. */
+	for (size_t j = 0; j < nc->nvols; j++) {
+		struct hub_vol_config *vc = &nc->vols[j];
+		const struct volume *old = volume_find(h, vc->name);
+
+		if (!old)
+			continue;
+		if (strcmp(old->cfg->recovery, vc->recovery))
+			RF_WARN(SUBSYS,
+			        "reload: volume %s: recovery %s -> %s needs a restart; keeping %s",
+			        vc->name, old->cfg->recovery, vc->recovery, old->cfg->recovery);
+		if (old->cfg->journal_time_ms != vc->journal_time_ms ||
+		    old->cfg->journal_size != vc->journal_size)
+			RF_WARN(SUBSYS,
+			        "reload: volume %s: journal_time/journal_size changes need a "
+			        "restart; keeping the running ones",
+			        vc->name);
+		if (strcmp(old->cfg->agent, vc->agent))
+			RF_INFO(SUBSYS,
+			        "reload: volume %s: agent '%s' -> '%s' (from its next report)",
+			        vc->name, old->cfg->agent, vc->agent);
+		snprintf(vc->recovery, sizeof(vc->recovery), "%s", old->cfg->recovery);
+		vc->journal_time_ms = old->cfg->journal_time_ms;
+		vc->journal_size = old->cfg->journal_size;
+	}
+	/* The file was checked alone; with the kept paths two may now clash. */
+	if (shared_image(nc, why, sizeof(why))) {
+		RF_ERR(SUBSYS, "reload refused: %s; nothing changed", why);
+		return -EINVAL;
+	}
 	n = nc->nvols;
 	nv = calloc(n ? n : 1, sizeof(*nv));
 	moved = calloc(h->nvols ? h->nvols : 1, sizeof(*moved));
@@ -435,24 +492,6 @@ int volumes_reload(struct hub *h, struct hub_config *nc, struct volumes_reload_s
 			st->added++;
 			continue;
 		}
-		/* What the running volume is built on stays as it is. */
-		if (strcmp(old->cfg->recovery, vc->recovery))
-			RF_WARN(SUBSYS,
-			        "reload: volume %s: recovery %s -> %s needs a restart; keeping %s",
-			        vc->name, old->cfg->recovery, vc->recovery, old->cfg->recovery);
-		if (old->cfg->journal_time_ms != vc->journal_time_ms ||
-		    old->cfg->journal_size != vc->journal_size)
-			RF_WARN(SUBSYS,
-			        "reload: volume %s: journal_time/journal_size changes need a "
-			        "restart; keeping the running ones",
-			        vc->name);
-		if (strcmp(old->cfg->agent, vc->agent))
-			RF_INFO(SUBSYS,
-			        "reload: volume %s: agent '%s' -> '%s' (from its next report)",
-			        vc->name, old->cfg->agent, vc->agent);
-		snprintf(vc->recovery, sizeof(vc->recovery), "%s", old->cfg->recovery);
-		vc->journal_time_ms = old->cfg->journal_time_ms;
-		vc->journal_size = old->cfg->journal_size;
 		nv[j] = *old;
 		nv[j].cfg = vc;
 		moved[old - h->vols] = true;
@@ -461,6 +500,12 @@ int volumes_reload(struct hub *h, struct hub_config *nc, struct volumes_reload_s
 		if (moved[i])
 			continue;
 		RF_INFO(SUBSYS, "reload: volume %s removed", h->vols[i].cfg->name);
+		/* Added back later, it starts with a full sync: what its agent
+		 * did meanwhile is not known to be in the image. */
+		if (h->vols[i].has_state && h->vols[i].synced) {
+			h->vols[i].synced = false;
+			volume_save_state(&h->vols[i]);
+		}
 		volume_teardown(&h->vols[i]);
 		st->removed++;
 	}

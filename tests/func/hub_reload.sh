@@ -139,12 +139,26 @@ if grep -q "Pattern verification failed\|read failed" "$RF_TMP/qemu-io-view.log"
 fi
 admin test-failover stop vm1-disk0 >/dev/null || rf_fail "test-failover stop"
 
+rf_log "a reload that would give a kept volume's image to a new one is refused"
+# vm1-disk0 is dropped from the file while its agent is connected (so it is
+# kept), and a new volume names vm1-disk0's image: alone the file is valid.
+conf "$hub" 123M vm2-disk0 >"$RF_TMP/hub.conf"
+printf '\n[volume vm9]\nrecovery = %s/state/vm1-disk0.img\n' "$RF_TMP" >>"$RF_TMP/hub.conf"
+"$RF_BIN/rephubd" --config "$RF_TMP/hub.conf" --check-config >/dev/null ||
+	rf_fail "the file alone should be valid"
+lines=$(wc -l <"$log")
+kill -HUP "$hub_pid"
+rf_wait_for 10 "the refusal" grep -q "reload refused: volumes vm9 and vm1-disk0 would share the image" "$log"
+[ "$(jq_ '" ".join(sorted(v["name"] for v in d["volumes"]))')" = "vm1-disk0 vm2-disk0" ] ||
+	rf_fail "a refused reload changed the volumes"
+conf "$hub" 123M vm1-disk0 vm2-disk0 >"$RF_TMP/hub.conf"
+
 rf_log "a broken file changes nothing"
 echo "bogus_key = 1" >>"$RF_TMP/hub.conf"
 lines=$(wc -l <"$log")
 kill -HUP "$hub_pid"
 rf_wait_for 10 "the refusal" grep -q "reload refused: 1 problem(s)" "$log"
-[ "$(jq_ 'd["hub"]["reloads"], d["hub"]["reload_failures"]')" = "3 1" ] ||
+[ "$(jq_ 'd["hub"]["reloads"], d["hub"]["reload_failures"]')" = "4 2" ] ||
 	rf_fail "reloads/reload_failures: $(jq_ 'd["hub"]["reloads"], d["hub"]["reload_failures"]')"
 after | grep -q "key 'bogus_key' in \[volume vm2-disk0\]: unknown key" || rf_fail "no reason given"
 [ "$(jq_ '" ".join(sorted(v["name"] for v in d["volumes"]))')" = "vm1-disk0 vm2-disk0" ] ||
