@@ -232,6 +232,22 @@ void rf_fab_count_credit(struct rf_fab_listener *l, struct rf_fab_peer *p,
 	}
 }
 
+int rf_fab_listener_set_limits(struct rf_fab_listener *l, int handshake_ms, unsigned max_pending)
+{
+	return rf_admit_set_limits(&l->admit, handshake_ms, max_pending);
+}
+
+int rf_fab_listener_admit_stats(const struct rf_fab_listener *l, struct rf_admit_stats *out)
+{
+	*out = l->admit.stats;
+	return 0;
+}
+
+unsigned rf_fab_listener_pending(const struct rf_fab_listener *l)
+{
+	return l->admit.npending;
+}
+
 int rf_fab_listener_stats(const struct rf_fab_listener *l, struct rf_fab_stats *out)
 {
 	*out = l->stats;

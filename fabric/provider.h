@@ -29,6 +29,7 @@ struct rf_fab_conn {
 struct rf_fab_listener {
 	const struct rf_fab_provider *prov;
 	struct rf_fab_stats stats; /* totals, see fabric.h */
+	struct rf_admit admit;     /* accept path and unproven peers (admit.h) */
 };
 
 struct rf_fab_peer {

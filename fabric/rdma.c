@@ -50,6 +50,7 @@
 #include "rdma_test.h"
 #include "rdma_wire.h"
 #include "repfabric/log.h"
+#include "repfabric/sockio.h"
 #include "verbs_wrap.h"
 
 #define SUBSYS "rdma"
@@ -1107,7 +1108,8 @@ struct rdma_peer {
 	struct rf_fab_peer base;
 	struct rdma_listener *l;
 	struct rdma_peer *next;
-	char name[96]; /* "IP:PORT token 0x..." for log lines */
+	struct rf_pending pend; /* in l->base.admit from rdma_accept to ESTABLISHED */
+	char name[96];          /* "IP:PORT token 0x..." for log lines */
 
 	struct rdma_cm_id *id;
 	struct ibv_pd *pd;
@@ -1182,6 +1184,7 @@ static int peer_die(struct rdma_peer *p, int err, const char *why)
 
 	if (p->state == PEER_DEAD)
 		return 0;
+	rf_admit_pending_del(&p->l->base.admit, &p->pend);
 	if (p->state == PEER_CONNECTING)
 		hub_push(p->l, RF_FAB_HEV_ATTACHED, p, 0, 0);
 	if (p->qp_created) {
@@ -1459,6 +1462,7 @@ static void hub_connect_request(struct rdma_listener *l, struct rdma_cm_id *id,
 	};
 	unsigned char acc[RF_RDMA_ACC_LEN];
 	struct rf_rdma_req req;
+	struct rf_pending *victim;
 	struct rdma_peer *p;
 	char from[64];
 	int rc;
@@ -1540,6 +1544,11 @@ static void hub_connect_request(struct rdma_listener *l, struct rdma_cm_id *id,
 	}
 	p->accepted = 1;
 	set_min_rnr_timer(id->qp, p->name);
+	/* Until ESTABLISHED it holds a QP and pinned memory: bounded in time and number. */
+	victim = rf_admit_pending_add(&l->base.admit, &p->pend, rf_now_ms());
+	if (victim)
+		peer_die(container_of(victim, struct rdma_peer, pend), -ETIMEDOUT,
+		         "dropped for a newer connection (too many not yet established)");
 	RF_INFO(SUBSYS, "%s: accepted, ring %#llx (%llu bytes)", p->name,
 	        (unsigned long long)p->mem.info.ring_id, (unsigned long long)p->mem.data_size);
 }
@@ -1570,6 +1579,7 @@ static void hub_cm_events(struct rdma_listener *l)
 		switch (type) {
 		case RDMA_CM_EVENT_ESTABLISHED:
 			if (p && p->state == PEER_CONNECTING) {
+				rf_admit_pending_del(&l->base.admit, &p->pend);
 				p->state = PEER_LIVE;
 				hub_push(l, RF_FAB_HEV_ATTACHED, p, 0, 0);
 			}
@@ -1636,6 +1646,18 @@ static void hub_progress(struct rdma_listener *l)
 			peer_drain_cq(p);
 }
 
+/* Drop the connections accepted but not established in time. */
+static void expire_peers(struct rdma_listener *l)
+{
+	int64_t now = rf_now_ms();
+	struct rf_pending *pend;
+
+	rf_admit_tick(&l->base.admit, now);
+	while ((pend = rf_admit_expired(&l->base.admit, now)))
+		peer_die(container_of(pend, struct rdma_peer, pend), -ETIMEDOUT,
+		         "the connection was not established in time");
+}
+
 static int rdma_listener_poll(struct rf_fab_listener *base, struct rf_fab_hub_event *evs, int max,
                               int timeout_ms)
 {
@@ -1649,6 +1671,7 @@ static int rdma_listener_poll(struct rf_fab_listener *base, struct rf_fab_hub_ev
 		if (p->delivered)
 			peer_free(p);
 	}
+	expire_peers(l);
 	for (;;) {
 		struct epoll_event e;
 		int left;
@@ -1759,6 +1782,7 @@ static int rdma_listen_(const char *addr, const struct rf_fab_hub_ops *ops, void
 	l->sig.fd = -1;
 	l->q.esz = sizeof(struct rf_fab_hub_event);
 	snprintf(l->name, sizeof(l->name), "rdma://%s", addr);
+	rf_admit_init(&l->base.admit, "rdma data listener", -1, NULL, NULL);
 
 	rc = open_channel(&l->ch, l->name);
 	if (rc)

@@ -39,6 +39,7 @@
 #define SW_IO_TIMEOUT_MS      30000      /* a producer write that makes no progress */
 #define SW_PUBLISH_TIMEOUT_MS 1000       /* a hub -> producer frame */
 #define SW_READ_BUDGET        (8u << 20) /* bytes read from one peer per poll round */
+#define SW_ACCEPT_BURST       16         /* connections accepted per poll round */
 
 /* ------------------------------------------------------------ encoding */
 
@@ -441,6 +442,7 @@ struct sw_peer {
 	struct rf_fab_peer base;
 	struct sw_listener *l;
 	struct sw_peer *next;
+	struct rf_pending pend; /* queued in l->base.admit until its HELLO is accepted */
 	int fd;
 	enum sw_peer_state state;
 	uint64_t token;
@@ -540,6 +542,7 @@ static void peer_kill(struct sw_peer *p, int err)
 	close(p->fd);
 	p->fd = -1;
 	p->state = SW_PEER_DEAD;
+	rf_admit_pending_del(&l->base.admit, &p->pend);
 	if (was == SW_PEER_ATTACHED)
 		RF_FAB_COUNT(&l->base, &p->base, detaches, 1);
 	if (was == SW_PEER_HELLO ||
@@ -587,6 +590,7 @@ static void handle_hello(struct sw_peer *p)
 	}
 	/* From here on the owner hears ATTACHED, then exactly one DETACHED. */
 	p->state = SW_PEER_ATTACHED;
+	rf_admit_pending_del(&l->base.admit, &p->pend);
 	p->last_seq = 0;
 	p->base.credit_head = p->mem.info.pos.head_pos;
 	RF_FAB_COUNT(&l->base, &p->base, attaches, 1);
@@ -750,17 +754,18 @@ static void peer_read(struct sw_peer *p)
 	}
 }
 
-static void accept_peers(struct sw_listener *l)
+/* Accept up to SW_ACCEPT_BURST producers; each must say HELLO within the
+ * listener's handshake limit, and at most max_pending may be waiting. */
+static void accept_peers(struct sw_listener *l, int64_t now)
 {
-	for (;;) {
+	for (int i = 0; i < SW_ACCEPT_BURST; i++) {
 		struct epoll_event ev = {.events = EPOLLIN};
+		struct rf_pending *victim;
 		struct sw_peer *p;
-		int fd = accept4(l->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
+		int fd = rf_admit_accept(&l->base.admit, now), one = 1;
 
 		if (fd < 0) {
-			/* ECONNABORTED: the producer left before the accept. */
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
+			if (fd != -EAGAIN)
 				RF_FAB_COUNT_L(&l->base, errors, 1);
 			return;
 		}
@@ -784,7 +789,28 @@ static void accept_peers(struct sw_listener *l)
 		}
 		p->next = l->peers;
 		l->peers = p;
+		victim = rf_admit_pending_add(&l->base.admit, &p->pend, now);
+		if (victim)
+			peer_kill(container_of(victim, struct sw_peer, pend), -ETIMEDOUT);
 	}
+}
+
+/* Close the producers that did not say HELLO in time. */
+static void expire_peers(struct sw_listener *l, int64_t now)
+{
+	struct rf_pending *pend;
+
+	rf_admit_tick(&l->base.admit, now);
+	while ((pend = rf_admit_expired(&l->base.admit, now)))
+		peer_kill(container_of(pend, struct sw_peer, pend), -ETIMEDOUT);
+}
+
+static int sw_watch(void *ctx, bool on)
+{
+	struct sw_listener *l = ctx;
+	struct epoll_event ev = {.events = on ? EPOLLIN : 0, .data.ptr = NULL};
+
+	return epoll_ctl(l->epfd, EPOLL_CTL_MOD, l->lfd, &ev) < 0 ? -errno : 0;
 }
 
 static void free_zombies(struct sw_listener *l)
@@ -820,17 +846,20 @@ static int sw_listener_poll(struct rf_fab_listener *bl, struct rf_fab_hub_event 
 	int n;
 
 	free_zombies(l);
+	expire_peers(l, rf_now_ms());
 	if (l->qlen)
 		timeout_ms = 0;
 	n = epoll_wait(l->epfd, ready, 32, timeout_ms);
 	if (n < 0 && errno != EINTR)
 		return -errno;
-	for (int i = 0; i < n; i++) {
-		if (!ready[i].data.ptr)
-			accept_peers(l);
-		else
+	/* The peers we have first: a HELLO that arrived is read before a burst
+	 * of new connections can push its sender out of the pending queue. */
+	for (int i = 0; i < n; i++)
+		if (ready[i].data.ptr)
 			peer_read(ready[i].data.ptr);
-	}
+	for (int i = 0; i < n; i++)
+		if (!ready[i].data.ptr)
+			accept_peers(l, rf_now_ms());
 	return dequeue_events(l, evs, max);
 }
 
@@ -971,6 +1000,8 @@ static int sw_listen(bool shm, const struct rf_fab_provider *prov, const char *a
 		rc = -errno;
 		goto out_unlink;
 	}
+	rf_admit_init(&l->base.admit, shm ? "shm data listener" : "tcp data listener", l->lfd,
+	              sw_watch, l);
 	*out = &l->base;
 	RF_INFO("fabric", "listening on %s://%s", shm ? "shm" : "tcp", addr);
 	return 0;

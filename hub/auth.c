@@ -170,6 +170,7 @@ void auth_proof(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t 
 	}
 	n = rf_ctl_enc_auth_ok(buf, sizeof(buf), &ok);
 	c->auth = AUTH_DONE;
+	ctl_proven(c);
 	c->role = k->role;
 	c->hub->auth_ok++;
 	RF_INFO(SUBSYS, "%s: authenticated as '%s' (%s)", c->peer, c->auth_id, role_name(c->role));
@@ -185,16 +186,23 @@ bool auth_frame_ok(struct ctl_conn *c)
 	return false;
 }
 
-bool auth_overdue(struct ctl_conn *c, int64_t now)
+void auth_handshake_expired(struct ctl_conn *c)
 {
-	if (!c->hub->auth_on || c->auth == AUTH_DONE ||
-	    now - c->accepted_at <= HUB_AUTH_DEADLINE_MS)
-		return false;
+	char limit[32];
+	unsigned ms = c->hub->fds.handshake_ms;
+
+	if (ms % 1000)
+		snprintf(limit, sizeof(limit), "%u ms", ms);
+	else
+		snprintf(limit, sizeof(limit), "%u s", ms / 1000);
+	if (!c->hub->auth_on || c->auth == AUTH_DONE) {
+		RF_DEBUG(SUBSYS, "%s: no complete frame within %s: closing", c->peer, limit);
+		ctl_close(c, "no complete frame in time");
+		return;
+	}
 	c->hub->auth_failures++;
-	RF_WARN(SUBSYS, "%s: not authenticated within %d s: closing", c->peer,
-	        HUB_AUTH_DEADLINE_MS / 1000);
+	RF_WARN(SUBSYS, "%s: not authenticated within %s: closing", c->peer, limit);
 	ctl_close(c, "not authenticated in time");
-	return true;
 }
 
 /* The role a message needs; 0 when any authenticated peer may send it. */

@@ -67,6 +67,7 @@ static int set_psk_file(const struct cfg_key *k, const char *val, void *dst, cha
                         size_t whylen);
 static int set_opt_name(const struct cfg_key *k, const char *val, void *dst, char *why,
                         size_t whylen);
+static int set_count(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen);
 
 #define HUB_STR(f) offsetof(struct hub_config, f), sizeof(((struct hub_config *)0)->f)
 #define HUB_NUM(f) offsetof(struct hub_config, f), 0
@@ -87,6 +88,9 @@ static const struct cfg_key keys[] = {
     {"log_level", SEC_HUB, "info", 0, 0, 0, HUB_NUM(log_level), set_level},
     {"metrics", SEC_HUB, "", 0, 0, 0, HUB_STR(metrics), set_opt_hostport},
     {"psk_file", SEC_HUB, "", 0, 0, 0, HUB_STR(psk_file), set_psk_file},
+    {"handshake_timeout", SEC_HUB, "5s", 100, 300 * 1000, 0, HUB_NUM(handshake_timeout_ms),
+     set_duration},
+    {"max_pending", SEC_HUB, "64", 1, 65536, 0, HUB_NUM(max_pending), set_count},
     {"recovery", SEC_VOLUME, NULL, 0, 0, 0, VOL_STR(recovery), set_image},
     {"journal_time", SEC_VOLUME, "0", 0, 365 * DAY_MS, 0, VOL_NUM(journal_time_ms), set_duration},
     {"journal_size", SEC_VOLUME, "1G", SIZE_1M, SIZE_1T, 1, VOL_NUM(journal_size), set_size},
@@ -94,7 +98,7 @@ static const struct cfg_key keys[] = {
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
-_Static_assert(NKEYS <= 16, "seen_line[] in config.h holds 16 keys");
+_Static_assert(NKEYS <= 32, "seen_line[] in config.h holds 32 keys");
 
 /* ---- messages ---------------------------------------------------------- */
 
@@ -512,16 +516,48 @@ static int set_duration(const struct cfg_key *k, const char *val, void *dst, cha
 		mult = DAY_MS;
 	else
 		goto bad;
-	if (v > k->max / mult)
+	if (v > k->max / mult || v * mult < k->min)
 		goto big;
 	*(uint64_t *)((char *)dst + k->off) = v * mult;
 	return 0;
 big:
-	snprintf(why, whylen, "'%s' is out of bounds (0..%llu days)", val,
-	         (unsigned long long)(k->max / DAY_MS));
+	if (k->max >= DAY_MS)
+		snprintf(why, whylen, "'%s' is out of bounds (0..%llu days)", val,
+		         (unsigned long long)(k->max / DAY_MS));
+	else
+		snprintf(why, whylen, "'%s' is out of bounds (%llums..%llus)", val,
+		         (unsigned long long)k->min, (unsigned long long)(k->max / 1000));
 	return -EINVAL;
 bad:
 	snprintf(why, whylen, "'%s' is not a duration (digits with ms, s, m, h or d)", val);
+	return -EINVAL;
+}
+
+/* A plain count: digits only, within the key's bounds. */
+static int set_count(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen)
+{
+	uint64_t v = 0;
+	const char *p = val;
+
+	if (*p == '\0')
+		goto bad;
+	for (; *p; p++) {
+		if (*p < '0' || *p > '9')
+			goto bad;
+		v = v * 10 + (uint64_t)(*p - '0');
+		if (v > k->max)
+			goto big;
+	}
+	if (v < k->min)
+		goto big;
+	*(uint64_t *)((char *)dst + k->off) = v;
+	return 0;
+big:
+	snprintf(why, whylen, "'%s' is out of bounds (%llu..%llu)", val, (unsigned long long)k->min,
+	         (unsigned long long)k->max);
+	return -EINVAL;
+bad:
+	snprintf(why, whylen, "'%s' is not a whole number", val);
 	return -EINVAL;
 }
 

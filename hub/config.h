@@ -23,7 +23,7 @@ struct hub_vol_config {
 	char agent[RF_CTL_MAX_NAME + 1]; /* "" = any agent; else only this one may report it */
 	int line;                        /* line of the [volume NAME] header */
 	unsigned seen;                   /* bit per table key: set in the file */
-	int seen_line[16];
+	int seen_line[32];
 };
 
 struct hub_config {
@@ -36,15 +36,17 @@ struct hub_config {
 	uint64_t sync_rate;      /* bytes per second per volume, 0 = unlimited */
 	uint64_t resync_rate;    /* the agent's resends, bytes/s per volume, 0 = unlimited */
 	enum rf_log_level log_level;
-	char metrics[256];       /* HOST:PORT of the Prometheus endpoint, "" = off */
-	char psk_file[PATH_MAX]; /* the control channel's keys; "" = no authentication */
+	char metrics[256];             /* HOST:PORT of the Prometheus endpoint, "" = off */
+	char psk_file[PATH_MAX];       /* the control channel's keys; "" = no authentication */
+	uint64_t handshake_timeout_ms; /* an unproven connection is closed after this */
+	uint64_t max_pending;          /* unproven connections held per listener */
 
 	struct hub_vol_config *vols;
 	size_t nvols;
 
 	int hub_line; /* line of the [hub] header, 0 when absent */
 	unsigned hub_seen;
-	int hub_seen_line[16];
+	int hub_seen_line[32];
 
 	char **errors; /* one message per problem */
 	size_t nerrors;

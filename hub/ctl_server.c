@@ -26,10 +26,18 @@
 #include "hub.h"
 #include "repfabric/log.h"
 
-#define SUBSYS       "ctl"
-#define MAX_CONNS    1024
-#define READ_BUDGET  (4u << 20) /* bytes read from one connection per turn */
-#define PAYLOAD_KEEP (64u << 10)
+#define SUBSYS           "ctl"
+#define CTL_ACCEPT_BURST 16         /* connections accepted per loop turn */
+#define READ_BUDGET      (4u << 20) /* bytes read from one connection per turn */
+#define PAYLOAD_KEEP     (64u << 10)
+
+/* rf_admit pauses and resumes the control listener through this. */
+static int ctl_watch(void *ctx, bool on)
+{
+	struct hub *h = ctx;
+
+	return hub_ep_mod(h, h->lfd, on ? EPOLLIN : 0, &h->listen_src);
+}
 
 int ctl_listen(struct hub *h)
 {
@@ -89,8 +97,10 @@ int ctl_listen(struct hub *h)
 	if (rc) {
 		close(h->lfd);
 		h->lfd = -1;
+		return rc;
 	}
-	return rc;
+	rf_admit_init(&h->ctl_admit, "control listener", h->lfd, ctl_watch, h);
+	return 0;
 }
 
 static void peer_name(int fd, char *buf, size_t len)
@@ -116,32 +126,36 @@ static void peer_name(int fd, char *buf, size_t len)
 	snprintf(buf, len, ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
 }
 
+/* Make room for a new connection when every control slot is taken: the
+ * oldest unproven one goes. False when all are proven (refuse the new one). */
+static bool make_room(struct hub *h)
+{
+	struct rf_pending *victim = rf_admit_evict_oldest(&h->ctl_admit);
+
+	if (!victim)
+		return false;
+	ctl_close(container_of(victim, struct ctl_conn, pend),
+	          "dropped for a newer connection (every control slot is taken)");
+	return true;
+}
+
 void ctl_accept(struct hub *h)
 {
-	for (;;) {
-		int fd = accept4(h->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
+	int64_t now = hub_now_ms();
+
+	/* A bounded burst: the connections already open are read between two. */
+	for (int i = 0; i < CTL_ACCEPT_BURST; i++) {
+		int fd = rf_admit_accept(&h->ctl_admit, now), one = 1;
+		struct rf_pending *victim;
 		struct ctl_conn *c;
 
-		if (fd < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-			    errno == ENOMEM) {
-				/* The connection stays pending and the listener
-				 * readable: stop watching it until the next tick
-				 * instead of spinning (and logging) on it. */
-				RF_WARN(SUBSYS, "accept: %s; not accepting until the next tick",
-				        strerror(errno));
-				h->accept_paused = true;
-				hub_ep_mod(h, h->lfd, 0, &h->listen_src);
-			} else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-				RF_WARN(SUBSYS, "accept: %s", strerror(errno));
-			}
+		if (fd < 0)
 			return;
-		}
-		if (h->stopping || h->nconns >= MAX_CONNS) {
-			RF_WARN(SUBSYS, "refusing a control connection: %s",
-			        h->stopping ? "stopping" : "too many connections");
+		if (h->stopping || (h->nconns >= h->fds.max_conns && !make_room(h))) {
+			RF_DEBUG(SUBSYS, "refusing a control connection: %s",
+			         h->stopping ? "stopping" : "every slot is held by a proven peer");
+			if (!h->stopping)
+				rf_admit_refused_full(&h->ctl_admit);
 			close(fd);
 			continue;
 		}
@@ -155,7 +169,7 @@ void ctl_accept(struct hub *h)
 		c->src = (struct ev_src){.kind = EV_CONN, .ptr = c};
 		c->hub = h;
 		c->fd = fd;
-		c->accepted_at = c->last_rx = c->last_hb_sent = hub_now_ms();
+		c->accepted_at = c->last_rx = c->last_hb_sent = now;
 		peer_name(fd, c->peer, sizeof(c->peer));
 		if (hub_ep_add(h, fd, EPOLLIN, &c->src)) {
 			close(fd);
@@ -167,7 +181,18 @@ void ctl_accept(struct hub *h)
 		h->nconns++;
 		h->conns_accepted++;
 		RF_DEBUG(SUBSYS, "control connection from %s", c->peer);
+		victim = rf_admit_pending_add(&h->ctl_admit, &c->pend, now);
+		if (victim)
+			ctl_close(container_of(victim, struct ctl_conn, pend),
+			          "dropped for a newer connection (too many unproven)");
 	}
+}
+
+/* @c proved itself: authenticated (psk_file) or, without keys, sent a
+ * well-formed frame. From now on only the idle timeout applies. */
+void ctl_proven(struct ctl_conn *c)
+{
+	rf_admit_pending_del(&c->hub->ctl_admit, &c->pend);
 }
 
 /* Who is at the other end, for messages. */
@@ -194,6 +219,7 @@ void ctl_close(struct ctl_conn *c, const char *why)
 	close(c->fd);
 	c->fd = -1;
 	c->dead = true;
+	rf_admit_pending_del(&c->hub->ctl_admit, &c->pend);
 	c->hub->nconns--;
 	/* The agent's session ends in ctl_reap(), at the end of this loop turn:
 	 * never in the middle of whatever was sending when the socket failed. */
@@ -393,6 +419,12 @@ static void dispatch(struct ctl_conn *c)
 	c->frames_in++;
 	if (!auth_allows(c, c->h.type, req))
 		return;
+	/* Without keys a well-formed frame proves a peer; with keys only
+	 * AUTH_OK does, and a frame the hub accepted so far engages it. */
+	if (!c->hub->auth_on)
+		ctl_proven(c);
+	else
+		rf_admit_engaged(&c->hub->ctl_admit, &c->pend);
 	switch (c->h.type) {
 	case RF_CTL_AUTH_START:
 		auth_start(c, req, p, len);
@@ -577,10 +609,11 @@ void ctl_conn_event(struct ctl_conn *c, uint32_t events)
 
 void ctl_tick(struct hub *h, int64_t now)
 {
-	if (h->accept_paused) {
-		h->accept_paused = false;
-		hub_ep_mod(h, h->lfd, EPOLLIN, &h->listen_src);
-	}
+	struct rf_pending *late;
+
+	rf_admit_tick(&h->ctl_admit, now);
+	while ((late = rf_admit_expired(&h->ctl_admit, now)))
+		auth_handshake_expired(container_of(late, struct ctl_conn, pend));
 	for (struct ctl_conn *c = h->conns; c; c = c->next) {
 		if (c->dead)
 			continue;
@@ -599,8 +632,6 @@ void ctl_tick(struct hub *h, int64_t now)
 			ctl_close(c, "heartbeats unanswered for more than 30 s");
 			continue;
 		}
-		if (auth_overdue(c, now))
-			continue;
 		/* Answers carry bit 63 and are never answered back (on_heartbeat). */
 		if (c->agent && now - c->last_hb_sent >= HUB_HEARTBEAT_MS) {
 			if (!c->hb_req)

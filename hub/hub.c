@@ -196,6 +196,7 @@ int hub_init(struct hub *h, struct hub_config *cfg)
 	rc = ctl_listen(h);
 	if (rc)
 		return rc;
+	hub_apply_limits(h);
 	rc = metrics_start(h);
 	if (rc)
 		return rc;
@@ -232,7 +233,7 @@ int hub_run(struct hub *h)
 
 	while (!h->stopping) {
 		int n = epoll_wait(h->epfd, evs, 64, h->more_work ? 0 : HUB_TICK_MS * 10);
-		bool tick = false;
+		bool tick = false, accept;
 		int64_t now;
 
 		if (n < 0) {
@@ -242,6 +243,7 @@ int hub_run(struct hub *h)
 			return -errno;
 		}
 		h->more_work = false;
+		accept = false;
 		for (int i = 0; i < n; i++) {
 			struct ev_src *src = evs[i].data.ptr;
 
@@ -253,7 +255,7 @@ int hub_run(struct hub *h)
 				tick |= on_timer(h);
 				break;
 			case EV_LISTEN:
-				ctl_accept(h);
+				accept = true; /* after the connections we have: below */
 				break;
 			case EV_CONN:
 				ctl_conn_event(src->ptr, evs[i].events);
@@ -265,6 +267,8 @@ int hub_run(struct hub *h)
 				break;
 			}
 		}
+		if (accept)
+			ctl_accept(h);
 		session_fab_poll(h);
 		drain_all(h);
 		now = hub_now_ms();

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "repfabric/admit.h"
 #include "repfabric/auth.h"
 #include "repfabric/ctl.h"
 #include "repfabric/fabric.h"
@@ -31,7 +32,6 @@
 #define HUB_TICK_MS           100         /* timer period: pacing, retries, timeouts */
 #define HUB_HEARTBEAT_MS      5000        /* send HEARTBEAT to an agent this often */
 #define HUB_IDLE_MS           30000       /* drop a connection silent this long */
-#define HUB_AUTH_DEADLINE_MS  5000        /* with psk_file: authenticate within this */
 #define HUB_PREAUTH_MAX_LEN   256         /* with psk_file: frame payload cap before AUTH_OK */
 #define HUB_CLOSE_GRACE_MS    2000        /* flush an ERROR before closing, at most */
 #define HUB_OUT_MAX           (8u << 20)  /* queued output per connection */
@@ -41,6 +41,10 @@
 #define HUB_DRAIN_BATCH_BYTES (64u << 20) /* apply at most this much per loop turn */
 #define HUB_DRAIN_BATCH_RECS  4096u
 #define HUB_REQ_HUB_BIT       (1ull << 63) /* request ids the hub originates */
+
+#ifndef container_of
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#endif
 
 struct hub;
 struct agent;
@@ -62,6 +66,7 @@ struct ctl_conn {
 	struct ev_src src;
 	struct hub *hub;
 	struct ctl_conn *next;
+	struct rf_pending pend; /* in hub.ctl_admit until it proves itself (ctl_proven) */
 	int fd;
 	char peer[80]; /* "ADDR:PORT" for messages */
 
@@ -228,10 +233,20 @@ struct volume {
 
 /* ---- the hub ----------------------------------------------------------- */
 
+/* How the descriptor limit is shared out (limits.c, docs/CONFIG.md). */
+struct hub_fd_budget {
+	uint64_t limit;        /* RLIMIT_NOFILE (soft) when the hub started */
+	uint64_t reserve;      /* kept for images, journals, rings, metrics, logging */
+	unsigned max_conns;    /* control connections, proven or not */
+	unsigned max_pending;  /* unproven connections per listener */
+	unsigned handshake_ms; /* an unproven connection is closed after this */
+};
+
 struct hub {
 	struct hub_config *cfg;
 	int epfd, sigfd, timerfd, lfd;
-	bool accept_paused; /* out of fds: the listener is off until the next tick */
+	struct rf_admit ctl_admit; /* the control listener's accepts and unproven connections */
+	struct hub_fd_budget fds;  /* limits.c */
 	struct ev_src sig_src, timer_src, listen_src, fab_src;
 	struct rf_fab_listener *fab;
 	int fab_fd;
@@ -273,12 +288,28 @@ void auth_proof(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t 
 bool auth_allows(struct ctl_conn *c, uint16_t type, uint64_t req_id);
 /* A complete header before AUTH_OK: small enough? If not, refused and closing. */
 bool auth_frame_ok(struct ctl_conn *c);
-/* Closed @c because it did not authenticate in time? */
-bool auth_overdue(struct ctl_conn *c, int64_t now);
+/* @c did not prove itself in time: count it and close it. */
+void auth_handshake_expired(struct ctl_conn *c);
 /* After a reload: close connections whose proof no longer holds. */
 void auth_recheck(struct hub *h, const struct rf_auth_keys *old);
 /* With psk_file: warn about each volume no `agent =` binds. */
 void auth_warn_unbound(const struct hub *h);
+
+/* limits.c: the descriptor budget */
+/* Raise the soft RLIMIT_NOFILE to the hard one (logged). 0 or -errno. */
+int hub_raise_fd_limit(void);
+/* Share the descriptor limit out (h->fds) from h->cfg and apply it to the
+ * listeners. Warns when the limit is too low for the configuration. */
+void hub_apply_limits(struct hub *h);
+
+/* One listener's admission counters, for the status and the metrics. */
+struct hub_admission {
+	const char *listener; /* "control", "data" */
+	struct rf_admit_stats st;
+	unsigned pending;
+};
+/* Fill @out (room for 2); returns how many listeners there are. */
+size_t hub_admission(const struct hub *h, struct hub_admission *out);
 
 /* reload.c: SIGHUP */
 void hub_reload(struct hub *h);
@@ -301,6 +332,7 @@ int ctl_send(struct ctl_conn *c, uint16_t type, uint64_t req_id, const void *pay
 void ctl_send_error(struct ctl_conn *c, uint64_t req_id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void ctl_close(struct ctl_conn *c, const char *why);
+void ctl_proven(struct ctl_conn *c);
 void ctl_close_after_flush(struct ctl_conn *c);
 void ctl_tick(struct hub *h, int64_t now);
 void ctl_reap(struct hub *h);

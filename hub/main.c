@@ -96,6 +96,7 @@ int main(int argc, char **argv)
 	if (use_syslog)
 		rf_log_use_syslog("rephubd");
 
+	hub_raise_fd_limit();
 	rc = hub_init(&hub, &cfg);
 	hub.log_level_fixed = level != NULL; /* a reload keeps --log-level */
 	if (rc == 0)

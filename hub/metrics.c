@@ -258,6 +258,74 @@ static void put_hub(FILE *f, const char *name, const char *type, const char *hel
 	put_value(f, m);
 }
 
+/* One admission counter of every listener (label listener). */
+static void put_admit(FILE *f, const struct hub_admission *ad, size_t n, const char *name,
+                      const char *type, const char *help,
+                      uint64_t (*get)(const struct hub_admission *))
+{
+	put_head(f, name, type, help);
+	for (size_t i = 0; i < n; i++) {
+		fprintf(f, "%s{", name);
+		put_label(f, "listener", ad[i].listener);
+		fputc('}', f);
+		put_value(f, U(get(&ad[i])));
+	}
+}
+
+static uint64_t ad_pending(const struct hub_admission *a)
+{
+	return a->pending;
+}
+
+static uint64_t ad_timeouts(const struct hub_admission *a)
+{
+	return a->st.handshake_timeouts;
+}
+
+static uint64_t ad_evicted(const struct hub_admission *a)
+{
+	return a->st.pending_evicted;
+}
+
+static uint64_t ad_refused(const struct hub_admission *a)
+{
+	return a->st.refused_full;
+}
+
+/* Connection admission: pending, dropped and refused connections, and
+ * accept failures by listener and reason. */
+static void put_admission(FILE *f, const struct hub *h)
+{
+	struct hub_admission ad[2];
+	size_t n = hub_admission(h, ad);
+	const char *fail = "rephub_accept_failures_total";
+
+	put_hub(f, "rephub_fd_limit", "gauge", "The descriptor limit (RLIMIT_NOFILE) of rephubd.",
+	        U(h->fds.limit));
+	put_admit(f, ad, n, "rephub_pending_connections", "gauge",
+	          "Connections that have not proven themselves yet (no HELLO, no authentication).",
+	          ad_pending);
+	put_admit(f, ad, n, "rephub_handshake_timeouts_total", "counter",
+	          "Unproven connections closed at handshake_timeout.", ad_timeouts);
+	put_admit(f, ad, n, "rephub_pending_evicted_total", "counter",
+	          "Unproven connections closed to make room for a newer one (max_pending).",
+	          ad_evicted);
+	put_admit(f, ad, n, "rephub_connections_refused_total", "counter",
+	          "Connections closed at once: every slot was held by proven peers.", ad_refused);
+	put_head(f, fail, "counter",
+	         "accept() failures by reason (descriptors: EMFILE/ENFILE, memory, other).");
+	for (size_t i = 0; i < n; i++) {
+		for (int r = 0; r < RF_ACCEPT_NREASONS; r++) {
+			fprintf(f, "%s{", fail);
+			put_label(f, "listener", ad[i].listener);
+			fputc(',', f);
+			put_label(f, "reason", rf_accept_reason_name((enum rf_accept_reason)r));
+			fputc('}', f);
+			put_value(f, U(ad[i].st.accept_failed[r]));
+		}
+	}
+}
+
 /* The data listener's counters, one sample each with label transport. */
 static void put_transport(FILE *f, const struct rf_fab_listener *l)
 {
@@ -333,6 +401,7 @@ char *metrics_text(struct hub *h, size_t *len)
 	        U(h->reload_failures));
 	if (h->fab)
 		put_transport(f, h->fab);
+	put_admission(f, h);
 
 	put_head(f, "rephub_volume_state", "gauge",
 	         "1 for the volume's current state (label state).");

@@ -5,7 +5,8 @@
  *
  *   volumes       added, removed (unless busy), agent bindings
  *   psk_file      keys reloaded; a connection whose key changed or went is closed
- *   sync_rate, resync_rate, log_level (unless --log-level was given)
+ *   sync_rate, resync_rate, log_level (unless --log-level was given),
+ *   handshake_timeout, max_pending
  *
  * Everything the running hub is built on (control, data, state_dir,
  * ring_dir, ring_size, metrics, a volume's recovery and journal settings)
@@ -103,6 +104,7 @@ void hub_reload(struct hub *h)
 	auth_warn_unbound(h);
 	if (!h->log_level_fixed)
 		rf_log_set_level(h->cfg->log_level);
+	hub_apply_limits(h);
 	if (st.added)
 		ask_reports(h);
 	RF_INFO(SUBSYS,

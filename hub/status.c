@@ -493,6 +493,33 @@ static void agent_json(struct sb *b, const struct agent *a, int64_t now)
 	sb_printf(b, "}");
 }
 
+/* "listeners":{"control":{...},"data":{...}}, with the comma after it. */
+static void admission_json(struct sb *b, const struct hub *h)
+{
+	struct hub_admission ad[2];
+	size_t n = hub_admission(h, ad);
+
+	sb_printf(b, "\"listeners\":{");
+	for (size_t i = 0; i < n; i++) {
+		const struct rf_admit_stats *st = &ad[i].st;
+
+		sb_printf(b, "%s\"%s\":{", i ? "," : "", ad[i].listener);
+		sb_key_u64(b, "pending", ad[i].pending);
+		sb_key_u64(b, "max_pending", h->fds.max_pending);
+		sb_key_u64(b, "handshake_timeout_ms", h->fds.handshake_ms);
+		sb_key_u64(b, "handshake_timeouts", st->handshake_timeouts);
+		sb_key_u64(b, "pending_evicted", st->pending_evicted);
+		sb_key_u64(b, "refused_full", st->refused_full);
+		sb_printf(b, "\"accept_failures\":{");
+		for (int r = 0; r < RF_ACCEPT_NREASONS; r++)
+			sb_printf(b, "%s\"%s\":%" PRIu64, r ? "," : "",
+			          rf_accept_reason_name((enum rf_accept_reason)r),
+			          st->accept_failed[r]);
+		sb_printf(b, "}}");
+	}
+	sb_printf(b, "},");
+}
+
 char *status_json(struct hub *h, size_t *len)
 {
 	struct sb b = {0};
@@ -510,6 +537,10 @@ char *status_json(struct hub *h, size_t *len)
 	sb_key_u64(&b, "resync_rate", h->cfg->resync_rate);
 	sb_key_u64(&b, "connections", h->nconns);
 	sb_key_u64(&b, "connections_accepted", h->conns_accepted);
+	sb_key_u64(&b, "max_connections", h->fds.max_conns);
+	sb_key_u64(&b, "fd_limit", h->fds.limit);
+	sb_key_u64(&b, "fd_reserve", h->fds.reserve);
+	admission_json(&b, h);
 	sb_key_u64(&b, "protocol_errors", h->protocol_errors);
 	sb_printf(&b, "\"authentication\":%s,", h->auth_on ? "true" : "false");
 	sb_key_u64(&b, "auth_ok", h->auth_ok);

@@ -29,6 +29,8 @@
 
 #include <stdint.h>
 
+#include "repfabric/admit.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -228,6 +230,23 @@ struct rf_fab_stats {
 	uint64_t credit_bytes;
 	uint64_t errors;
 };
+
+/*
+ * Admission limits of the listener (include/repfabric/admit.h): a producer
+ * that has not attached within @handshake_ms of its connection (tcp/shm: no
+ * HELLO with a valid token; rdma: the connection not established) is
+ * closed, and at most @max_pending such producers are held (the oldest is
+ * closed for a new one). Defaults: RF_ADMIT_HANDSHAKE_DEFAULT ms and
+ * RF_ADMIT_PENDING_DEFAULT. Returns 0 or -EINVAL (a zero limit).
+ */
+int rf_fab_listener_set_limits(struct rf_fab_listener *l, int handshake_ms, unsigned max_pending);
+
+/* Copy the listener's admission counters (accept failures by reason,
+ * handshake timeouts, evictions) into @out. Returns 0. */
+int rf_fab_listener_admit_stats(const struct rf_fab_listener *l, struct rf_admit_stats *out);
+
+/* Unproven producers the listener holds now. */
+unsigned rf_fab_listener_pending(const struct rf_fab_listener *l);
 
 /* Copy the listener's totals into @out. Returns 0. */
 int rf_fab_listener_stats(const struct rf_fab_listener *l, struct rf_fab_stats *out);

@@ -31,7 +31,7 @@
 #define CRASH_DS  (1024u * 1024u)
 #define CRASH_CAP 16384u
 
-enum { MSG_PERSISTED = 1, MSG_CONSUMED = 2 };
+enum { MSG_PERSISTED = 1, MSG_CONSUMED = 2, MSG_READY = 3 };
 
 struct msg {
 	uint64_t kind;
@@ -152,6 +152,7 @@ static void child_main(const char *path, const struct rf_ring_info *info, int fd
 
 	if (!buf || rf_ring_open(&r, path) != 0 || rf_ring_producer_new(&p, info) != 0)
 		child_fail(2);
+	send_msg(fd, MSG_READY, 0);
 	for (;;) {
 		uint64_t key = rf_ring_producer_next_seq(p);
 		struct rf_ring_image img;
@@ -314,6 +315,12 @@ static void run_crashes(bool consume, unsigned iterations, unsigned seed)
 			_exit(1);
 		}
 		close(fds[1]);
+		/* The crash point counts from the first record the child can
+		 * write, not from the fork: a slow start (a loaded machine, a
+		 * sanitizer) must not leave every crash before any record. */
+		got = read(fds[0], msgs, sizeof(*msgs));
+		assert_int_equal(got, (ssize_t)sizeof(*msgs));
+		assert_int_equal(msgs[0].kind, MSG_READY);
 		usleep((useconds_t)(rand() % 1500));
 		assert_int_equal(kill(pid, SIGKILL), 0);
 		assert_int_equal(waitpid(pid, &status, 0), pid);
