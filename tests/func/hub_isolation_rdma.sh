@@ -5,7 +5,7 @@
 # LOCAL_WRITE|REMOTE_WRITE, and deregisters it when the agent detaches
 # (fabric/rdma.c, peer_setup / peer_die). Two simulated agents
 # (rf-hub-agent-sim); agent vmB aims raw RDMA WRITEs (256 bytes of 0xe5,
-# through the TEST ONLY hook fabric/rdma_test.h) at agent vmA's ring:
+# through the TEST ONLY hook tests/fabric/rdma_test.h) at agent vmA's ring:
 #   0. control: vmB's raw write into its own ring with its own rkey succeeds
 #      and its bytes are in vmB's ring file (the hook really writes);
 #   1. vmA's address with vmA's rkey, while vmA is attached;
