@@ -41,6 +41,7 @@ fl_setup() {
 	fl_transport=$1
 	fl_ctl_port=$(rf_free_port)
 	fl_hub=127.0.0.1:$fl_ctl_port # repctl always talks to the hub itself
+	RF_HUB=$fl_hub                # lib.sh's status helpers
 	fl_agent_hub=$fl_hub          # the agent may go through the proxy
 	local ring_dir=""
 	case $fl_transport in
@@ -216,10 +217,10 @@ fl_qwriter_stop() {
 	fl_written=$((fl_written + b))
 }
 
-fl_status() { "$RF_BIN/repctl" --hub "$fl_hub" status --json; }
-# fl_vol FIELD: a field of the volume in the hub's status ("" if unreachable).
-fl_vol() { fl_status 2>/dev/null | jq -r ".volumes[0].$1" 2>/dev/null || true; }
-fl_agent() { fl_status 2>/dev/null | jq -r ".agents[] | select(.id == \"vm1\") | .$1" 2>/dev/null || true; }
+# fl_vol FIELD, fl_agent FIELD: a field of the volume, of agent vm1, in the
+# hub's status ("" if unreachable).
+fl_vol() { rf_status_get ".volumes[0].$1"; }
+fl_agent() { rf_agent_field vm1 "$1"; }
 
 # fl_quiesce WHAT: every fault healed, writes stopped: the volume converges
 # and the recovery image equals the disk. Sets fl_converge_ms.

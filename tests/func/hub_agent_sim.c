@@ -36,7 +36,7 @@
  * --print-remote prints the rdma:// ring's address and rkey the hub gave
  * ("remote addr 0x... rkey 0x... size N"). --attack, once the writes are
  * durable, posts one raw RDMA WRITE of 256 bytes of 0xe5 through the TEST
- * ONLY hook (fabric/rdma_test.h) and prints its completion ("raw write ...:
+ * ONLY hook (tests/fabric/rdma_test.h) and prints its completion ("raw write ...:
  * STATUS"): "self" to our own ring's last 512 bytes with our rkey, ADDR:RKEY
  * to any address with any rkey (another agent's), own-rkey:ADDR to an
  * address outside our ring with our own rkey. Exit 0 when it completed
@@ -64,7 +64,7 @@
 
 #include <infiniband/verbs.h>
 
-#include "rdma_test.h" /* TEST ONLY hooks of fabric/rdma.c */
+#include "rdma_test.h" /* TEST ONLY hooks of fabric/rdma.c (tests/fabric/) */
 #include "repfabric/ctl.h"
 #include "repfabric/fabric.h"
 #include "repfabric/ring.h"

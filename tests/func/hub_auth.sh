@@ -16,7 +16,7 @@
 #   nothing after the handshake.
 . "$(dirname "$0")/lib.sh"
 
-rf_require nbdkit qemu-io python3 cmp
+rf_require nbdkit qemu-io python3 jq cmp
 [ -x "$RF_BIN/rephubd" ] || rf_fail "rephubd not built"
 filter=$RF_LIB/nbdkit-repagent-filter.so
 [ -f "$filter" ] || rf_fail "$filter not built"
@@ -93,7 +93,8 @@ grep -q "authentication on: 3 key(s)" "$RF_TMP/hub.log" || rf_fail "no start-up 
 repctl() { "$RF_BIN/repctl" --hub "$hub" "$@"; }
 admin() { repctl --psk-file "$RF_TMP/keys/ops.psk" "$@"; }
 py() { python3 "$authpy" client "$hub" "$@"; }
-failures() { admin status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["hub"]["auth_failures"])'; }
+RF_HUB=$hub RF_PSK=$RF_TMP/keys/ops.psk
+failures() { rf_hub_field auth_failures; }
 hub_log_has() { grep -q "$1" "$RF_TMP/hub.log" || rf_fail "hub log lacks: $1"; }
 
 rf_log "repctl: no key, a wrong key, the right key"
@@ -173,7 +174,7 @@ grep -q "^ERROR EACCES authentication required" "$RF_TMP/out.txt" ||
 	{ cat "$RF_TMP/out.txt"; rf_fail "HELLO without authentication was not refused"; }
 [ ! -e "$recovery" ] || rf_fail "a refused peer got the recovery image created"
 # Only vm2, which authenticated as itself, is an agent now.
-ids=$(admin status --json | python3 -c 'import json,sys; print(" ".join(a["id"] for a in json.load(sys.stdin)["agents"]))')
+ids=$(rf_status_get '[.agents[].id] | join(" ")')
 [ "$ids" = vm2 ] || rf_fail "agents after the refusals: '$ids' (want only vm2)"
 rf_alive "$hub_pid"
 
@@ -198,7 +199,8 @@ qemu-io -f raw -c 'write -P 0x5a 0 1M' -c 'write -P 0xa5 3M 64k' "nbd+unix:///?s
 	>"$RF_TMP/qemu-io.log"
 admin wait vm1-disk0 --synced --timeout 60 || rf_fail "the volume did not sync"
 cmp "$disk" "$recovery" || rf_fail "the replica differs from the disk"
-hub_log_has "authenticated as 'vm1' (agent)"
+# In session as vm1: only vm1's agent key may HELLO as vm1 (tested above).
+[ "$(rf_agent_field vm1 connected)" = true ] || { rf_status; rf_fail "vm1 is not in session"; }
 
 rf_log "SIGHUP with vm1's key changed ends vm1's session; its old key is refused"
 lines=$(wc -l <"$RF_TMP/hub.log")
@@ -209,10 +211,12 @@ kill -HUP "$hub_pid"
 rf_wait_for 10 "the end of vm1's session" since "('vm1'): its key changed: closing the connection"
 rf_wait_for 20 "vm1's old key refused" since "authentication as 'vm1' refused: wrong key"
 rf_log "SIGHUP with the key back: vm1 reconnects and replicates"
-lines=$(wc -l <"$RF_TMP/hub.log")
+sessions=$(rf_agent_field vm1 sessions)
+[ "$(rf_agent_field vm1 connected)" = false ] || rf_fail "vm1 is in session with its old key"
 cp "$RF_TMP/keys/hub.psk.orig" "$RF_TMP/keys/hub.psk"
 kill -HUP "$hub_pid"
-rf_wait_for 30 "vm1 back" since "authenticated as 'vm1' (agent)"
+rf_wait_for 30 "vm1 back" rf_status_true --argjson n "$sessions" \
+	'.agents[] | select(.id == "vm1") | .connected and .sessions > $n'
 qemu-io -f raw -c 'write -P 0x77 2M 64k' "nbd+unix:///?socket=$sock" >>"$RF_TMP/qemu-io.log"
 admin wait vm1-disk0 --synced --timeout 60 || rf_fail "the volume did not sync after the key came back"
 cmp "$disk" "$recovery" || rf_fail "the replica differs after the key rotation"
@@ -233,7 +237,8 @@ rf_spawn nbdkit2 nbdkit -f -v -U "$RF_TMP/nbd2.sock" --filter="$filter" file "$R
 	repagent-bitmap="$RF_TMP/disk2.bitmap" repagent-psk-file="$RF_TMP/keys/vm1.psk"
 n2=$RF_LAST_PID
 rf_wait_for 20 "the agent's refusal" grep -q "the hub does not authenticate" "$RF_TMP/nbdkit2.log"
-if grep -q "agent vm1: connected" "$RF_TMP/hub2.log"; then rf_fail "the agent sent HELLO anyway"; fi
+RF_HUB=127.0.0.1:$hub2 RF_PSK='' rf_status_true '[.agents[] | select(.id == "vm1")] == []' ||
+	rf_fail "the agent sent HELLO anyway"
 kill "$n2"
 
 rf_log "turning authentication on by SIGHUP closes the sessions that did not authenticate"

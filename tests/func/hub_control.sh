@@ -6,6 +6,7 @@
 # "cannot reach" message and a clean SIGTERM.
 . "$(dirname "$0")/lib.sh"
 
+rf_require jq
 hubd=$RF_BIN/rephubd
 repctl=$RF_BIN/repctl
 poke=$RF_BIN/rf-ctl-poke
@@ -17,6 +18,7 @@ ctl_port=$(rf_free_port)
 data_port=$(rf_free_port)
 while [ "$data_port" = "$ctl_port" ]; do data_port=$(rf_free_port); done
 hub=127.0.0.1:$ctl_port
+RF_HUB=$hub
 state=$RF_TMP/state
 conf=$RF_TMP/hub.conf
 log=$RF_TMP/hub.log
@@ -117,7 +119,7 @@ poke() { # WHAT STEPS...
 rf_log "repctl status on a fresh hub"
 still_serving "start-up"
 cat "$RF_TMP/status.out"
-"$repctl" --hub "$hub" status --json | grep -q '"volumes":\[' || rf_fail "status --json"
+[ "$(rf_status_get '.volumes | type')" = array ] || rf_fail "status --json"
 
 rf_log "hostile frames"
 poke "bad magic -> ERROR EPROTO + close" raw 0x12345678 1 9 0 0 0 expect ERROR EPROTO expect-close
@@ -180,8 +182,7 @@ rf_log "a volume owned by another live agent -> EBUSY"
 "$poke" "$hub" hello agent-a expect HELLO_OK report vm1-disk0 1 1048576 expect VOLUME_OK \
 	sleep 4000 >"$RF_TMP/agent-a.out" 2>&1 &
 holder=$!
-rf_wait_for 5 "agent-a to report vm1-disk0" \
-	bash -c "'$repctl' --hub $hub status --json | grep -q '\"agent\":\"agent-a\"'"
+rf_wait_for 5 "agent-a to report vm1-disk0" rf_status_true '.volumes[] | select(.name == "vm1-disk0") | .agent == "agent-a"'
 poke "second agent -> EBUSY" \
 	hello agent-b expect HELLO_OK report vm1-disk0 1 1048576 expect ERROR EBUSY
 wait "$holder" || { cat "$RF_TMP/agent-a.out"; rf_fail "agent-a's session failed"; }
@@ -190,8 +191,7 @@ rf_wait_for 5 "vm1-disk0 to be disconnected" \
 still_serving "refused requests"
 
 rf_log "hub state: protocol errors counted"
-"$repctl" --hub "$hub" status --json | grep -q '"protocol_errors":[1-9]' ||
-	rf_fail "protocol errors were not counted"
+[ "$(rf_hub_field protocol_errors)" -ge 1 ] || rf_fail "protocol errors were not counted"
 
 # ------------------------------------------------------------- repctl
 rf_log "repctl against a port nobody listens on"
@@ -209,8 +209,12 @@ grep -q "repctl: vm1-disk0 not synced after 1 s: state disconnected" "$RF_TMP/wa
 
 # ------------------------------------------------------------- SIGHUP
 rf_log "SIGHUP with an unchanged file: a reload that changes nothing, not a death"
+volumes=$(rf_status_get '[.volumes[].name] | join(" ")')
+[ -n "$volumes" ] || rf_fail "no volumes in the status before the reload"
 kill -HUP "$hub_pid"
-rf_wait_for 5 "the reload line" grep -q "reloaded: .*0 added, 0 removed" "$log"
+rf_wait_for 5 "the reload" rf_status_true '.hub.reloads == 1 and .hub.reload_failures == 0'
+[ "$(rf_status_get '[.volumes[].name] | join(" ")')" = "$volumes" ] ||
+	rf_fail "an unchanged file changed the volumes: '$volumes' -> '$(rf_status_get '[.volumes[].name] | join(" ")')'"
 still_serving "SIGHUP"  # (hub_reload.sh tests what a reload changes)
 
 # ------------------------------------------------------------- SIGTERM

@@ -64,10 +64,7 @@ rf_spawn hub "$hubd" --config "$RF_TMP/hub.conf" --log-level debug
 hub_pid=$RF_LAST_PID
 rf_wait_port "$ctl_port"
 
-status_json() { "$repctl" --hub "$hub" status --json; }
-# agent_field AGENT FIELD / volume_field VOLUME FIELD: from the status JSON.
-agent_field() { status_json | jq -r --arg a "$1" ".agents[] | select(.id == \$a) | .$2"; }
-volume_field() { status_json | jq -r --arg v "$1" ".volumes[] | select(.name == \$v) | .$2"; }
+RF_HUB=$hub # lib.sh's status helpers
 
 rf_log "agent vmA protects vmA-disk0 (vol_id 7) and stays attached"
 rf_spawn agentA "$sim" --hub "$hub" --agent vmA --volume vmA-disk0 --vol-id 7 --disk "$disk_a" \
@@ -82,11 +79,11 @@ x_intact() {
 	rf_alive "$hub_pid"
 	rf_alive "$a_pid"
 	cmp "$RF_TMP/x.snap" "$image_x" || rf_fail "$1: vmA-disk0's recovery image changed"
-	[ "$(agent_field vmA attached)" = true ] || rf_fail "$1: vmA is no longer attached"
-	[ "$(agent_field vmA invalid_records)" = 0 ] && [ "$(agent_field vmA fences)" = 0 ] ||
+	[ "$(rf_agent_field vmA attached)" = true ] || rf_fail "$1: vmA is no longer attached"
+	[ "$(rf_agent_field vmA invalid_records)" = 0 ] && [ "$(rf_agent_field vmA fences)" = 0 ] ||
 		rf_fail "$1: something was counted against vmA"
-	[ "$(volume_field vmA-disk0 agent)" = vmA ] || rf_fail "$1: vmA-disk0 changed owner"
-	[ "$(volume_field vmA-disk0 invalid_records)" = 0 ] ||
+	[ "$(rf_volume_field vmA-disk0 agent)" = vmA ] || rf_fail "$1: vmA-disk0 changed owner"
+	[ "$(rf_volume_field vmA-disk0 invalid_records)" = 0 ] ||
 		rf_fail "$1: an invalid record was counted against vmA-disk0"
 }
 
@@ -118,10 +115,10 @@ bad_b() {
 	[ "$rc" = 3 ] || { cat "$RF_TMP/$1.log"; rf_fail "$1: the simulator exited $rc, not 3 (fenced)"; }
 	grep -q -- "$4" "$log" || rf_fail "$1: the hub's log does not give the reason ($4)"
 	rf_log "  $1: $(grep -o -- "$4" "$log" | tail -n1)"
-	[ "$(agent_field vmB invalid_records)" = "$nbad" ] ||
-		{ status_json; rf_fail "$1: vmB's invalid_records is not $nbad"; }
-	[ "$(agent_field vmB fences)" = "$nbad" ] ||
-		{ status_json; rf_fail "$1: vmB's fences is not $nbad"; }
+	[ "$(rf_agent_field vmB invalid_records)" = "$nbad" ] ||
+		{ rf_status; rf_fail "$1: vmB's invalid_records is not $nbad"; }
+	[ "$(rf_agent_field vmB fences)" = "$nbad" ] ||
+		{ rf_status; rf_fail "$1: vmB's fences is not $nbad"; }
 	cmp "$disk_b" "$image_y" || rf_fail "$1: vmB-disk0's image differs from vmB's disk"
 	x_intact "$1"
 }
@@ -129,7 +126,7 @@ bad_b() {
 rf_log "vmB reports its own volume as vol_id 7 too; vol_id 7 from vmB is vmB-disk0"
 bad_b collision 7 offset:2097152 \
 	"agent vmB: invalid record seq [0-9]* (data, vol_id 7, 2097152+4096): range 2097152+4096 is outside volume vmB-disk0"
-[ "$(volume_field vmB-disk0 vol_id)" = 7 ] && [ "$(volume_field vmA-disk0 vol_id)" = 7 ] ||
+[ "$(rf_volume_field vmB-disk0 vol_id)" = 7 ] && [ "$(rf_volume_field vmA-disk0 vol_id)" = 7 ] ||
 	rf_fail "both volumes should be vol_id 7 (of different agents)"
 
 # From here vmB reports vmB-disk0 as vol_id 1 (see "known hub bug" below for
@@ -156,7 +153,7 @@ rf_log "vmB's next session works (what its bad sessions left in its ring is drop
 	{ cat "$RF_TMP/b-good.log"; rf_fail "vmB's good session failed"; }
 cmp "$disk_b" "$image_y" || rf_fail "vmB-disk0's image differs from vmB's disk"
 x_intact "after vmB's good session"
-[ "$(agent_field vmB invalid_records)" = "$nbad" ] || rf_fail "vmB's good session was counted"
+[ "$(rf_agent_field vmB invalid_records)" = "$nbad" ] || rf_fail "vmB's good session was counted"
 
 rf_log "the hub keeps serving vmA: 100 more writes"
 kill -USR1 "$a_pid"
@@ -164,7 +161,7 @@ rf_wait_for 60 "vmA's extra writes to be durable" grep -q "extra 100 writes dura
 	"$RF_TMP/agentA.log"
 cmp "$disk_a" "$image_x" || rf_fail "vmA-disk0's image differs from vmA's disk after more writes"
 cp "$image_x" "$RF_TMP/x.snap"
-[ "$(agent_field vmA invalid_records)" = 0 ] || rf_fail "vmA counted invalid records"
+[ "$(rf_agent_field vmA invalid_records)" = 0 ] || rf_fail "vmA counted invalid records"
 
 rf_log "Prometheus: rephub_agent_invalid_records_total / fences_total"
 exec 3<>"/dev/tcp/127.0.0.1/$met_port"

@@ -5,7 +5,7 @@
 # LOCAL_WRITE|REMOTE_WRITE, and deregisters it when the agent detaches
 # (fabric/rdma.c, peer_setup / peer_die). Two simulated agents
 # (rf-hub-agent-sim); agent vmB aims raw RDMA WRITEs (256 bytes of 0xe5,
-# through the TEST ONLY hook fabric/rdma_test.h) at agent vmA's ring:
+# through the TEST ONLY hook tests/fabric/rdma_test.h) at agent vmA's ring:
 #   0. control: vmB's raw write into its own ring with its own rkey succeeds
 #      and its bytes are in vmB's ring file (the hook really writes);
 #   1. vmA's address with vmA's rkey, while vmA is attached;
@@ -76,9 +76,8 @@ rf_spawn hub "$hubd" --config "$RF_TMP/hub.conf" --log-level debug
 hub_pid=$RF_LAST_PID
 rf_wait_port "$ctl_port" 60
 
-status_json() { "$repctl" --hub "$hub" status --json; }
-agent_field() { status_json | jq -r --arg a "$1" ".agents[] | select(.id == \$a) | .$2"; }
-a_detached() { [ "$(agent_field vmA attached)" = false ]; }
+RF_HUB=$hub # lib.sh's status helpers
+a_detached() { [ "$(rf_agent_field vmA attached)" = false ]; }
 
 rf_log "agent vmA protects vmA-disk0 over rdma and stays attached"
 rf_spawn agentA "$sim" --hub "$hub" --agent vmA --volume vmA-disk0 --vol-id 7 --disk "$disk_a" \
@@ -110,7 +109,7 @@ b_attack() {
 a_intact() {
 	rf_alive "$hub_pid"
 	cmp "$RF_TMP/ring-a.snap" "$ring_a" || rf_fail "$1: vmA's ring changed"
-	[ "$(agent_field vmA invalid_records)" = 0 ] || rf_fail "$1: vmA counted invalid records"
+	[ "$(rf_agent_field vmA invalid_records)" = 0 ] || rf_fail "$1: vmA counted invalid records"
 }
 
 rf_log "0. control: vmB writes its own ring with its own rkey"
@@ -125,12 +124,12 @@ rf_log "1. vmB writes to vmA's ring address with vmA's rkey (vmA attached)"
 b_attack with-a-rkey "$a_addr:$a_rkey" 4
 a_intact "vmA's rkey"
 rf_alive "$a_pid"
-[ "$(agent_field vmA attached)" = true ] || rf_fail "vmA lost its data path"
+[ "$(rf_agent_field vmA attached)" = true ] || rf_fail "vmA lost its data path"
 
 rf_log "2. vmB writes to vmA's ring address with its own rkey"
 b_attack with-own-rkey "own-rkey:$a_addr" 4
 a_intact "vmB's rkey"
-[ "$(agent_field vmA attached)" = true ] || rf_fail "vmA lost its data path"
+[ "$(rf_agent_field vmA attached)" = true ] || rf_fail "vmA lost its data path"
 
 rf_log "the hub keeps serving vmA: 20 more writes"
 kill -USR1 "$a_pid"
@@ -154,7 +153,7 @@ rf_log "vmA attaches again and is served"
 	{ cat "$RF_TMP/agentA2.log"; rf_fail "vmA's second session failed"; }
 rf_log "  vmA's new ring registration: $(grep -m1 '^remote addr ' "$RF_TMP/agentA2.log")"
 cmp "$disk_a" "$image_x" || rf_fail "vmA-disk0's image differs from vmA's disk"
-[ "$(agent_field vmB invalid_records)" = 0 ] || rf_fail "vmB's raw writes reached its drain"
+[ "$(rf_agent_field vmB invalid_records)" = 0 ] || rf_fail "vmB's raw writes reached its drain"
 
 kill -TERM "$hub_pid"
 rc=0

@@ -8,7 +8,7 @@
 # agent keeps its session throughout and keeps replicating.
 . "$(dirname "$0")/lib.sh"
 
-rf_require nbdkit qemu-io python3 cmp
+rf_require nbdkit qemu-io jq cmp
 [ -x "$RF_BIN/rephubd" ] || rf_fail "rephubd not built"
 filter=$RF_LIB/nbdkit-repagent-filter.so
 plugin=$RF_LIB/nbdkit-repagent-plugin.so
@@ -48,7 +48,9 @@ hub_pid=$RF_LAST_PID
 rf_wait_port "$ctl_port" 20
 log=$RF_TMP/hub.log
 admin() { "$RF_BIN/repctl" --hub "$hub" --psk-file "$RF_TMP/ops.psk" "$@"; }
-jq_() { admin status --json | python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+RF_HUB=$hub RF_PSK=$RF_TMP/ops.psk
+volumes() { rf_status_get '[.volumes[].name] | sort | join(" ")'; }
+reloads_are() { rf_status_true --argjson n "$1" --argjson f "$2" '.hub.reloads == $n and .hub.reload_failures == $f'; }
 agent() { # ID
 	rf_spawn "nbdkit-$1" nbdkit -f -v -U "$RF_TMP/$1.sock" --filter="$filter" file "$RF_TMP/$1.img" \
 		repagent-hub="$hub" repagent-volume="$1-disk0" repagent-agent-id="$1" \
@@ -65,7 +67,8 @@ write vm1 0x11 0
 admin wait vm1-disk0 --synced --timeout 60 || rf_fail "vm1-disk0 did not sync"
 agent vm2
 rf_wait_for 20 "vm2's refusal" grep -q "hub refused volume vm2-disk0: no volume named" "$RF_TMP/nbdkit-vm2.log"
-session=$(jq_ '[a["session"] for a in d["agents"] if a["id"]=="vm1"][0]')
+session=$(rf_agent_field vm1 session)
+sessions=$(rf_agent_field vm1 sessions)
 [ "$session" -gt 0 ] || rf_fail "no session for vm1"
 "$RF_BIN/repctl" --hub "$hub" --psk-file "$RF_TMP/ops2.psk" status >/dev/null 2>&1 &&
 	rf_fail "ops2 was accepted before its key was added"
@@ -75,22 +78,20 @@ conf "127.0.0.1:$(rf_free_port)" 123M vm2-disk0 >"$RF_TMP/hub.conf"
 echo "ops2 $kops2 admin" >>"$RF_TMP/hub.psk"
 lines=$(wc -l <"$log")
 kill -HUP "$hub_pid"
-rf_wait_for 10 "the reload" grep -q "reloaded: 2 volume(s) (1 added, 1 removed, 1 kept while busy), 4 key(s)" "$log"
+rf_wait_for 10 "the reload" reloads_are 1 0
 after() { tail -n +"$((lines + 1))" "$log"; }
-for want in "volume vm2-disk0 added" "volume spare removed" \
+# What only the log says: the summary's counts (busy volumes kept, keys) and
+# the warnings a user must act on.
+for want in "reloaded: 2 volume(s) (1 added, 1 removed, 1 kept while busy), 4 key(s)" \
 	"volume vm1-disk0 is no longer configured, but its agent is connected: kept" \
 	"control '$hub' -> '127.0.0.1:.*' needs a restart; keeping '$hub'"; do
 	after | grep -q "$want" || { after; rf_fail "reload log lacks: $want"; }
 done
-if after | grep -q "agent vm1: \(closing\|new control connection\)\|agent vm1 ([^)]*): control connection closed"; then
-	after; rf_fail "the reload dropped vm1"
-fi
-[ "$(jq_ '[a["session"] for a in d["agents"] if a["id"]=="vm1"][0]')" = "$session" ] ||
-	rf_fail "vm1's session changed"
-[ "$(jq_ '" ".join(sorted(v["name"] for v in d["volumes"]))')" = "vm1-disk0 vm2-disk0" ] ||
-	rf_fail "volumes after the reload: $(jq_ '[v["name"] for v in d["volumes"]]')"
-[ "$(jq_ 'd["hub"]["resync_rate"]')" = $((123 << 20)) ] || rf_fail "resync_rate not reloaded"
-[ "$(jq_ 'd["hub"]["control"]')" = "$hub" ] || rf_fail "control changed without a restart"
+[ "$(rf_agent_field vm1 connected) $(rf_agent_field vm1 session) $(rf_agent_field vm1 sessions)" = \
+	"true $session $sessions" ] || { rf_status; rf_fail "the reload dropped vm1 (or changed its session)"; }
+[ "$(volumes)" = "vm1-disk0 vm2-disk0" ] || rf_fail "volumes after the reload: $(volumes)"
+[ "$(rf_hub_field resync_rate)" = $((123 << 20)) ] || rf_fail "resync_rate not reloaded"
+[ "$(rf_hub_field control)" = "$hub" ] || rf_fail "control changed without a restart"
 "$RF_BIN/repctl" --hub "$hub" --psk-file "$RF_TMP/ops2.psk" status >/dev/null ||
 	rf_fail "the reloaded key ops2 is refused"
 
@@ -120,12 +121,12 @@ qio_pid=$RF_LAST_PID
 exec 7>"$RF_TMP/qio.in"
 # Progress from nbdkit's debug lines (qemu-io's own output is buffered).
 reads_are() { [ "$(grep -c "pread count=262144 offset=0" "$RF_TMP/view.log")" = "$1" ]; }
-reloads_are() { [ "$(grep -c "reloaded: 2 volume(s)" "$log")" = "$1" ]; }
 echo "read -P 0x11 0 256k" >&7
 rf_wait_for 20 "the view's first read" reads_are 1
 conf "$hub" 123M vm1-disk0 vm2-disk0 >"$RF_TMP/hub.conf"
 kill -HUP "$hub_pid"
-rf_wait_for 10 "the second reload" reloads_are 2
+rf_wait_for 10 "the second reload" reloads_are 2 0
+[ "$(volumes)" = "vm1-disk0 vm2-disk0" ] || rf_fail "volumes after the second reload: $(volumes)"
 echo "read -P 0x11 0 256k" >&7
 rf_wait_for 20 "the view's second read" reads_are 2
 echo quit >&7
@@ -148,20 +149,19 @@ printf '\n[volume vm9]\nrecovery = %s/state/vm1-disk0.img\n' "$RF_TMP" >>"$RF_TM
 	rf_fail "the file alone should be valid"
 lines=$(wc -l <"$log")
 kill -HUP "$hub_pid"
-rf_wait_for 10 "the refusal" grep -q "reload refused: volumes vm9 and vm1-disk0 would share the image" "$log"
-[ "$(jq_ '" ".join(sorted(v["name"] for v in d["volumes"]))')" = "vm1-disk0 vm2-disk0" ] ||
-	rf_fail "a refused reload changed the volumes"
+rf_wait_for 10 "the refusal" reloads_are 3 1
+after | grep -q "reload refused: volumes vm9 and vm1-disk0 would share the image" ||
+	{ after; rf_fail "the refusal gives no reason"; }
+[ "$(volumes)" = "vm1-disk0 vm2-disk0" ] || rf_fail "a refused reload changed the volumes"
 conf "$hub" 123M vm1-disk0 vm2-disk0 >"$RF_TMP/hub.conf"
 
 rf_log "a broken file changes nothing"
 echo "bogus_key = 1" >>"$RF_TMP/hub.conf"
 lines=$(wc -l <"$log")
 kill -HUP "$hub_pid"
-rf_wait_for 10 "the refusal" grep -q "reload refused: 1 problem(s)" "$log"
-[ "$(jq_ 'd["hub"]["reloads"], d["hub"]["reload_failures"]')" = "4 2" ] ||
-	rf_fail "reloads/reload_failures: $(jq_ 'd["hub"]["reloads"], d["hub"]["reload_failures"]')"
+rf_wait_for 10 "the refusal" reloads_are 4 2
+after | grep -q "reload refused: 1 problem(s)" || { after; rf_fail "the refusal does not count the problems"; }
 after | grep -q "key 'bogus_key' in \[volume vm2-disk0\]: unknown key" || rf_fail "no reason given"
-[ "$(jq_ '" ".join(sorted(v["name"] for v in d["volumes"]))')" = "vm1-disk0 vm2-disk0" ] ||
-	rf_fail "a refused reload changed the volumes"
+[ "$(volumes)" = "vm1-disk0 vm2-disk0" ] || rf_fail "a refused reload changed the volumes"
 rf_alive "$hub_pid"
 rf_log "PASS"

@@ -7,6 +7,7 @@
 # invalid record is refused with a fence while the hub keeps serving;
 # repctl wait --synced; sync_rate pacing. Usage: hub_sync.sh tcp|shm
 . "$(dirname "$0")/lib.sh"
+rf_require jq
 
 scheme=${1:-tcp}
 hubd=$RF_BIN/rephubd
@@ -72,7 +73,7 @@ same() { # WHAT
 	rf_log "  $1: recovery image identical to the disk"
 }
 
-status_json() { "$repctl" --hub "$hub" status --json; }
+RF_HUB=$hub # lib.sh's status helpers
 
 dd if=/dev/urandom of="$disk" bs=1M count=12 status=none
 write_conf 0
@@ -104,8 +105,8 @@ rc=0
 rf_alive "$hub_pid"
 grep -q "invalid record seq .*vol_id 102 is not a volume this agent reported" "$log" ||
 	rf_fail "the log does not give the invalid record's reason"
-status_json | grep -q '"invalid_records":1,"fences":1' ||
-	{ status_json; rf_fail "invalid record / fence not counted"; }
+[ "$(rf_agent_field vm1-moved invalid_records) $(rf_agent_field vm1-moved fences)" = "1 1" ] ||
+	{ rf_status; rf_fail "invalid record / fence not counted"; }
 same "after the invalid record (everything before it applied)"
 
 rf_log "an out-of-bounds record is fenced too"

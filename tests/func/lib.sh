@@ -96,3 +96,28 @@ rf_wait_port() {
 
 # rf_alive PID: fail unless PID still runs.
 rf_alive() { kill -0 "$1" 2>/dev/null || rf_fail "process $1 died"; }
+
+# The hub's status JSON (docs/HUB.md, "Status JSON"): assert a fact through
+# its field, not through a log line. Set RF_HUB=HOST:PORT first, and
+# RF_PSK=FILE (an admin key) when the hub authenticates; needs jq.
+#   rf_status                   the JSON (repctl status --json)
+#   rf_status_get [JQ-ARGS] FILTER
+#                               jq -r FILTER over it ("" when the hub does
+#                               not answer or the JSON does not parse)
+#   rf_status_true [JQ-ARGS] FILTER
+#                               succeeds when FILTER gives true (a condition
+#                               for rf_wait_for)
+#   rf_hub_field FIELD, rf_volume_field VOLUME FIELD, rf_agent_field ID FIELD
+#                               one field (FIELD may be a path: journal.entries)
+rf_status() {
+	"$RF_BIN/repctl" --hub "$RF_HUB" ${RF_PSK:+--psk-file "$RF_PSK"} status --json
+}
+rf_status_get() {
+	local json
+	json=$(rf_status 2>/dev/null) || return 0
+	jq -r "$@" <<<"$json" 2>/dev/null || true
+}
+rf_status_true() { [ "$(rf_status_get "$@")" = true ]; }
+rf_hub_field() { rf_status_get ".hub.$1"; }
+rf_volume_field() { rf_status_get --arg v "$1" ".volumes[] | select(.name == \$v) | .$2"; }
+rf_agent_field() { rf_status_get --arg a "$1" ".agents[] | select(.id == \$a) | .$2"; }

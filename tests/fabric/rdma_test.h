@@ -6,10 +6,11 @@
  * choosing, to prove that the hub's per-producer memory regions keep one
  * agent out of another agent's ring. Nothing in the library, the hub or the
  * agent calls them; they are not part of the public API (include/) and must
- * never be used outside tests.
+ * never be used outside tests. They are defined in rdma_test_hooks.c and
+ * exist only in librffabric_testhooks, not in the shipped librffabric.
  */
-#ifndef REPFABRIC_FABRIC_RDMA_TEST_H
-#define REPFABRIC_FABRIC_RDMA_TEST_H
+#ifndef REPFABRIC_TESTS_FABRIC_RDMA_TEST_H
+#define REPFABRIC_TESTS_FABRIC_RDMA_TEST_H
 
 #include <stdint.h>
 
@@ -36,4 +37,4 @@ int rf_rdma_test_remote(struct rf_fab_conn *c, uint64_t *addr, uint32_t *rkey, u
 int rf_rdma_test_write(struct rf_fab_conn *c, uint64_t addr, uint32_t rkey, const void *buf,
                        uint32_t len, int timeout_ms, int *wc_status);
 
-#endif /* REPFABRIC_FABRIC_RDMA_TEST_H */
+#endif /* REPFABRIC_TESTS_FABRIC_RDMA_TEST_H */
