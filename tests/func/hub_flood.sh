@@ -16,7 +16,7 @@
 # recovery image is identical to the disk.
 . "$(dirname "$0")/lib.sh"
 
-rf_require nbdkit fio cmp python3 curl
+rf_require nbdkit fio cmp python3 jq
 [ -x "$RF_BIN/rephubd" ] || rf_fail "rephubd not built"
 filter=$RF_LIB/nbdkit-repagent-filter.so
 [ -f "$filter" ] || rf_fail "$filter not built"
@@ -50,8 +50,9 @@ agent = vm1
 CONF
 head -c $((64 << 20)) /dev/urandom >"$disk"
 
-repctl() { "$RF_BIN/repctl" --hub "$hub" --psk-file "$RF_TMP/ops.psk" "$@"; }
-jq_() { repctl status --json | python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+RF_HUB=$hub
+RF_PSK=$RF_TMP/ops.psk
+repctl() { "$RF_BIN/repctl" --hub "$hub" --psk-file "$RF_PSK" "$@"; }
 hub_cpu_ticks() { awk '{print $14 + $15}' "/proc/$hub_pid/stat"; }
 hub_fds() { ls "/proc/$hub_pid/fd" | wc -l; }
 
@@ -60,15 +61,15 @@ rf_spawn hub bash -c "ulimit -n 256 && exec '$RF_BIN/rephubd' --config '$RF_TMP/
 hub_pid=$RF_LAST_PID
 rf_wait_port "$ctl_port" 20
 rf_wait_port "$metrics_port" 20
-[ "$(jq_ 'd["hub"]["fd_limit"]')" = 256 ] || rf_fail "fd_limit is $(jq_ 'd["hub"]["fd_limit"]'), not 256"
+[ "$(rf_hub_field fd_limit)" = 256 ] || rf_fail "fd_limit is $(rf_hub_field fd_limit), not 256"
 rf_spawn nbdkit nbdkit -f -v -U "$sock" --filter="$filter" file "$disk" \
 	repagent-hub="$hub" repagent-volume=vm1-disk0 repagent-bitmap="$RF_TMP/vm1.bitmap" \
 	repagent-agent-id=vm1 repagent-psk-file="$RF_TMP/vm1.psk"
 nbd_pid=$RF_LAST_PID
 rf_wait_for 20 "nbdkit socket" test -S "$sock"
 repctl wait vm1-disk0 --synced --timeout 90 >/dev/null || rf_fail "initial sync did not finish"
-session=$(jq_ '[a["session"] for a in d["agents"] if a["id"]=="vm1"][0]')
-sessions=$(jq_ '[a["sessions"] for a in d["agents"] if a["id"]=="vm1"][0]')
+session=$(rf_agent_field vm1 session)
+sessions=$(rf_agent_field vm1 sessions)
 
 rf_log "guest writes (fio, 4 MiB/s) and the flood"
 rf_spawn fio fio --ioengine=nbd --uri="$uri" --name=load --rw=randwrite --bsrange=4k-64k \
@@ -116,21 +117,19 @@ for port, s in st.items():
 PY
 
 for l in control data; do
-	t=$(jq_ "d['hub']['listeners']['$l']['handshake_timeouts'] + d['hub']['listeners']['$l']['pending_evicted']")
-	[ "$t" -gt 0 ] || rf_fail "$l: no handshake timeout or eviction counted"
-	[ "$(jq_ "d['hub']['listeners']['$l']['pending']")" = 0 ] ||
-		rf_fail "$l: unproven connections still held after the flood"
-	m=$(curl -s "http://127.0.0.1:$metrics_port/metrics" |
+	f() { rf_hub_field "listeners.$l.$1"; }
+	[ "$(($(f handshake_timeouts) + $(f pending_evicted)))" -gt 0 ] ||
+		rf_fail "$l: no handshake timeout or eviction counted"
+	[ "$(f pending)" = 0 ] || rf_fail "$l: unproven connections still held after the flood"
+	[ "$(f accept_failures.descriptors)" = 0 ] ||
+		rf_fail "$l: the listener ran out of descriptors despite the reserve"
+	m=$(python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:$metrics_port/metrics').read().decode())" |
 		awk -v l="$l" '$1 == "rephub_handshake_timeouts_total{listener=\"" l "\"}" {print $2}')
-	[ "$m" = "$(jq_ "d['hub']['listeners']['$l']['handshake_timeouts']")" ] ||
-		rf_fail "$l: rephub_handshake_timeouts_total ($m) differs from the status"
+	[ "$m" = "$(f handshake_timeouts)" ] ||
+		rf_fail "$l: rephub_handshake_timeouts_total ($m) differs from the status ($(f handshake_timeouts))"
 done
-[ "$(jq_ "d['hub']['listeners']['control']['accept_failures']['descriptors']")" = 0 ] ||
-	rf_fail "the control listener ran out of descriptors despite the reserve"
-[ "$(jq_ '[a["session"] for a in d["agents"] if a["id"]=="vm1"][0]')" = "$session" ] ||
-	rf_fail "the agent lost its session during the flood"
-[ "$(jq_ '[a["sessions"] for a in d["agents"] if a["id"]=="vm1"][0]')" = "$sessions" ] ||
-	rf_fail "the agent reconnected during the flood"
+[ "$(rf_agent_field vm1 session)" = "$session" ] || rf_fail "the agent lost its session during the flood"
+[ "$(rf_agent_field vm1 sessions)" = "$sessions" ] || rf_fail "the agent reconnected during the flood"
 
 rf_log "the agent keeps replicating; replica identical after the load"
 wait "$fio_pid" || rf_fail "fio failed"
