@@ -261,13 +261,13 @@ out:
 
 /* ---- agent ------------------------------------------------------------- */
 
-static bool hostport_ok(const char *s)
+bool rf_agent_hub_addr_ok(const char *s)
 {
 	const char *colon = s ? strrchr(s, ':') : NULL;
 	char *end;
 	unsigned long port;
 
-	if (!colon || colon == s || strlen(s) >= sizeof(((struct rf_agent *)0)->hub))
+	if (!colon || colon == s)
 		return false;
 	port = strtoul(colon + 1, &end, 10);
 	return colon[1] && *end == '\0' && port > 0 && port < 65536;
@@ -310,7 +310,7 @@ int rf_agent_new(struct rf_agent **out, const char *hub, const char *agent_id,
 	int rc;
 
 	*out = NULL;
-	if (!hostport_ok(hub)) {
+	if (!rf_agent_hub_addr_ok(hub) || strlen(hub) >= sizeof(((struct rf_agent *)0)->hub)) {
 		RF_ERR("agent", "hub address '%s' is not HOST:PORT", hub ? hub : "");
 		return -EINVAL;
 	}
