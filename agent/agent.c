@@ -2,7 +2,8 @@
 /*
  * librepagent: the public API, volumes, the write path and the per-chunk
  * state that decides when a dirty bit may be cleared. The agent's thread
- * is in loop.c; the lock order is in agent_internal.h.
+ * is in loop.c and the files it drives (agent_internal.h has the map and
+ * the lock order).
  *
  * Per chunk (64 KiB) the agent keeps
  *   refs:   writes begun and not yet handed over, plus queued or posted
@@ -26,6 +27,7 @@
 
 #include "agent_internal.h"
 #include "repfabric/log.h"
+#include "repfabric/sockio.h"
 
 #define DEF_QUEUE_LIMIT   (64ull << 20)
 #define DEF_BACKOFF_MIN   100
@@ -261,13 +263,13 @@ out:
 
 /* ---- agent ------------------------------------------------------------- */
 
-static bool hostport_ok(const char *s)
+bool rf_agent_hub_addr_ok(const char *s)
 {
 	const char *colon = s ? strrchr(s, ':') : NULL;
 	char *end;
 	unsigned long port;
 
-	if (!colon || colon == s || strlen(s) >= sizeof(((struct rf_agent *)0)->hub))
+	if (!colon || colon == s)
 		return false;
 	port = strtoul(colon + 1, &end, 10);
 	return colon[1] && *end == '\0' && port > 0 && port < 65536;
@@ -310,7 +312,7 @@ int rf_agent_new(struct rf_agent **out, const char *hub, const char *agent_id,
 	int rc;
 
 	*out = NULL;
-	if (!hostport_ok(hub)) {
+	if (!rf_agent_hub_addr_ok(hub) || strlen(hub) >= sizeof(((struct rf_agent *)0)->hub)) {
 		RF_ERR("agent", "hub address '%s' is not HOST:PORT", hub ? hub : "");
 		return -EINVAL;
 	}
@@ -503,6 +505,26 @@ struct rf_agent_vol *rf_agent_find_volume(struct rf_agent *a, const char *name)
 	return NULL;
 }
 
+struct rf_agent_vol *rfa_vol_by_id(struct rf_agent *a, uint32_t id)
+{
+	unsigned n = atomic_load(&a->nvols);
+
+	for (unsigned i = 0; i < n; i++)
+		if (a->vols[i]->vol_id == id)
+			return a->vols[i];
+	return NULL;
+}
+
+bool rfa_vol_attached(struct rf_agent *a, struct rf_agent_vol *v)
+{
+	bool r;
+
+	pthread_mutex_lock(&a->lock);
+	r = v->attached && !a->stopping;
+	pthread_mutex_unlock(&a->lock);
+	return r;
+}
+
 int rf_agent_start(struct rf_agent *a)
 {
 	sigset_t all, old;
@@ -629,7 +651,7 @@ int rf_agent_write_begin(struct rf_agent_vol *v, uint64_t off, uint32_t len)
 	return 0;
 }
 
-static uint64_t realtime_ns(void)
+uint64_t rfa_realtime_ns(void)
 {
 	struct timespec ts;
 
@@ -673,7 +695,7 @@ void rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, uint32_t len, cons
 			r->type = (uint16_t)type; /* the enum values are the ring types */
 			r->off = off;
 			r->len = len;
-			r->ts_ns = realtime_ns();
+			r->ts_ns = rfa_realtime_ns();
 			r->charge = type == RF_AGENT_WRITE ? r->buf_size : NODATA_REC_CHARGE;
 			pthread_mutex_lock(&a->lock);
 			if (v->attached && !a->stopping &&
@@ -694,7 +716,7 @@ void rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, uint32_t len, cons
 				/* The hub falls behind: from here on the bitmap tracks
 				 * what does not fit, and the loop catches up later. */
 				a->congested = true;
-				a->congested_ms = rfa_now_ms();
+				a->congested_ms = rf_now_ms();
 				a->congested_resent = a->resent_bytes;
 				congestions = ++a->congestions;
 				congestion = true;
@@ -726,76 +748,6 @@ void rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, uint32_t len, cons
 		        a->opts.queue_limit, congestions);
 }
 
-/* ---- durable progress -------------------------------------------------- */
-
-/*
- * Why no wakeup is lost: a waiter tests durable_seq and running and goes to
- * sleep in pthread_cond_(timed)wait without letting go of agent.lock in
- * between, and the loop changes both only under agent.lock. So when the
- * loop takes the lock to change them, every waiter has either not tested
- * yet (it will see the new value) or is already asleep on durable_cv, and
- * the broadcast that follows the change (after the unlock, so the woken
- * waiters do not block on a lock the loop still holds) wakes it.
- */
-void rfa_durable_wake(struct rf_agent *a)
-{
-	pthread_cond_broadcast(&a->durable_cv);
-}
-
-void rfa_durable_advance(struct rf_agent *a, uint64_t seq)
-{
-	bool moved;
-
-	pthread_mutex_lock(&a->lock);
-	moved = seq > a->durable_seq;
-	if (moved)
-		a->durable_seq = seq;
-	pthread_mutex_unlock(&a->lock);
-	if (moved)
-		rfa_durable_wake(a);
-}
-
-int rf_agent_wait_durable(struct rf_agent *a, uint64_t seq, int timeout_ms)
-{
-	struct timespec dl = {0};
-	int rc = 0, wrc = 0;
-
-	if (timeout_ms > 0) {
-		clock_gettime(CLOCK_MONOTONIC, &dl);
-		dl.tv_sec += timeout_ms / 1000;
-		dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-		if (dl.tv_nsec >= 1000000000L) {
-			dl.tv_sec++;
-			dl.tv_nsec -= 1000000000L;
-		}
-	}
-	pthread_mutex_lock(&a->lock);
-	for (;;) {
-		if (a->durable_seq >= seq) {
-			rc = 0;
-			break;
-		}
-		if (!a->running) {
-			rc = -ESHUTDOWN;
-			break;
-		}
-		if (timeout_ms == 0 || wrc == ETIMEDOUT) {
-			rc = -ETIMEDOUT;
-			break;
-		}
-		if (wrc) { /* EINVAL, EPERM: not expected */
-			rc = -wrc;
-			break;
-		}
-		if (timeout_ms < 0)
-			wrc = pthread_cond_wait(&a->durable_cv, &a->lock);
-		else
-			wrc = pthread_cond_timedwait(&a->durable_cv, &a->lock, &dl);
-	}
-	pthread_mutex_unlock(&a->lock);
-	return rc;
-}
-
 /* ---- status ------------------------------------------------------------ */
 
 int rf_agent_vol_status(struct rf_agent_vol *v, struct rf_agent_vol_status *st)
@@ -812,7 +764,7 @@ int rf_agent_vol_status(struct rf_agent_vol *v, struct rf_agent_vol_status *st)
 	st->synced_bytes = v->synced_bytes;
 	st->queued_bytes = v->queued_bytes;
 	st->queued = v->queued;
-	st->connected = a->connected;
+	st->connected = rfa_link_ctl_up(a->link);
 	st->attached = v->attached;
 	st->resent_bytes = v->resent_bytes;
 	pthread_mutex_unlock(&a->lock);
@@ -825,8 +777,8 @@ int rf_agent_status(struct rf_agent *a, struct rf_agent_status *st)
 {
 	memset(st, 0, sizeof(*st));
 	pthread_mutex_lock(&a->lock);
-	st->connected = a->connected;
-	st->attached = a->attached;
+	st->connected = rfa_link_ctl_up(a->link);
+	st->attached = rfa_link_data_up(a->link);
 	st->next_seq = a->next_seq;
 	st->durable_seq = a->durable_seq;
 	st->queued_bytes = a->q_bytes;

@@ -1,24 +1,35 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * librepagent internals, shared by agent.c (API, volumes, write path, chunk
- * state) and loop.c (the agent's thread: control channel, ring producer,
- * data connection, sync reads, resends, PROGRESS, bitmap clears).
+ * librepagent internals, shared by its files, one job each:
  *
- * Locks, in the order they may be taken (never the other way round):
+ *   agent.c       the API, volumes, the write path, chunk state, status
+ *   loop.c        the agent's thread: the epoll loop, timers and the link
+ *                 state machine (enum rfa_link_state, rfa_link_set)
+ *   ctl_client.c  the control client: dial, auth, HELLO, VOLUME_REPORT,
+ *                 frames in and out, the answers to the hub's requests
+ *   post.c        the data path: attach to the ring, queue -> transport
+ *                 post, completions (SENT, POSITION), sync/resend reads
+ *   resend.c      the agent's own resend of dirty chunks and its pacing
+ *   progress.c    PROGRESS, durable_seq and rf_agent_wait_durable
+ *
+ * Locks, in the order they may be taken (never the other way round); this
+ * is the one place the order is written down (docs/AGENT.md points here):
  *
  *   1. a volume's range lock (rangelock.h; a logical lock, waited for with
  *      no mutex held). Held by a writer from write_begin to write_end, and
  *      by the loop thread while it flushes the queue, reads and posts a sync
  *      or resend record for the range.
  *   2. agent.lock: the queue, the per-volume hub state (ok/attached/state),
- *      the volume table, the status counters.
+ *      the volume table, the status counters, the published link state.
  *   3. vol.lock: the volume's chunk state (refs, resend bits, counters) and
  *      the bits of its bitmap mapping.
  *   4. vol.persist_lock: msync of the bitmap (group commit of 0->1 flips).
  *
  * No code holds agent.lock and vol.lock at the same time, and vol.lock is
  * released before persist_lock is taken; the numbers give the order should
- * that ever change. Nothing waits for the hub while holding any of them.
+ * that ever change. Nothing waits for the hub while holding any of them,
+ * and nothing waits on a range lock while holding a mutex. Writers never
+ * wait for the loop thread, so the loop thread may wait for a range lock.
  *
  * agent.durable_cv goes with agent.lock: rf_agent_wait_durable() waits on
  * it holding agent.lock and nothing else, so its caller must hold none of
@@ -26,7 +37,7 @@
  * between write_begin and write_end (it holds a range lock the loop thread
  * may be waiting for). The loop thread broadcasts it after it changed
  * durable_seq or running under agent.lock, with no lock held
- * (rfa_durable_advance, fab_attach, the end of rfa_loop_main).
+ * (rfa_durable_advance, rfa_fab_attach, the end of rfa_loop_main).
  *
  * Everything under "loop-private" is touched only by the loop thread (or by
  * stop/destroy after it has been joined).
@@ -124,6 +135,53 @@ struct rf_agent_vol {
 	uint64_t rs_base;    /* resent_bytes when it began */
 };
 
+/*
+ * The link to the hub, as the loop thread drives it. Changed in one place,
+ * rfa_link_set() (loop.c), which logs every transition:
+ *
+ *   DISCONNECTED -> BACKOFF            the loop starts (first dial at once)
+ *   BACKOFF -> CONNECTING              reconnect_at_ms reached, not stopping
+ *   CONNECTING -> AUTHENTICATING       dialed, and the agent has a key
+ *   CONNECTING -> HELLO                dialed, no key
+ *   AUTHENTICATING -> HELLO            both proofs good
+ *   HELLO -> REPORTING                 HELLO_OK
+ *   REPORTING -> ATTACHING             every VOLUME_REPORT answered, one accepted
+ *   ATTACHING -> LINKED                data connection up, ring producer made
+ *   LINKED -> BROKEN                   the data connection failed (post, poll,
+ *                                      CLOSED, an impossible head)
+ *   any of CONNECTING..BROKEN -> BACKOFF   a failure: both connections torn
+ *                                      down, reconnect after the backoff
+ *   any -> DISCONNECTED                the loop ends (stop)
+ *
+ * CONNECTING, AUTHENTICATING, HELLO and ATTACHING last only inside one
+ * blocking call (each step bounded by connect_timeout_ms). The order of the
+ * values matters: from REPORTING on the control session is up, from LINKED
+ * on the data connection and the ring producer exist.
+ */
+enum rfa_link_state {
+	RFA_LINK_DISCONNECTED,   /* no connection and none wanted: not started, or stopped */
+	RFA_LINK_BACKOFF,        /* no connection; the next dial at c.reconnect_at_ms */
+	RFA_LINK_CONNECTING,     /* dialing the hub's control address */
+	RFA_LINK_AUTHENTICATING, /* PSK proofs both ways on the new socket */
+	RFA_LINK_HELLO,          /* HELLO sent, waiting for HELLO_OK */
+	RFA_LINK_REPORTING,      /* control session up: VOLUME_REPORTs out, no ring yet */
+	RFA_LINK_ATTACHING,      /* rf_fab_connect with the token, then the ring producer */
+	RFA_LINK_LINKED,         /* control and data connections up: records are posted */
+	RFA_LINK_BROKEN,         /* the data connection failed: torn down at the loop's next look */
+};
+
+/* The control session is up (ctl_fd is open) in @s. */
+static inline bool rfa_link_ctl_up(enum rfa_link_state s)
+{
+	return s >= RFA_LINK_REPORTING;
+}
+
+/* The data connection and the ring producer exist in @s (maybe broken). */
+static inline bool rfa_link_data_up(enum rfa_link_state s)
+{
+	return s >= RFA_LINK_LINKED;
+}
+
 /* Loop-private state of the control and data connections. */
 struct rfa_conn {
 	int ctl_fd;        /* -1 when disconnected */
@@ -146,7 +204,6 @@ struct rfa_conn {
 	struct rf_ring_producer *rp;
 	uint64_t ring_id; /* of the last attach (0: none yet) */
 	uint32_t max_payload;
-	bool fab_dead;                  /* the data connection failed: tear down */
 	bool space_wait;                /* the ring is full: wait for a POSITION */
 	int64_t resend_retry_ms;        /* a local read failed: resend again after this */
 	int64_t resend_wake_ms;         /* resync_rate: a paced volume may go on at this time */
@@ -179,7 +236,10 @@ struct rf_agent {
 	uint64_t q_popped; /* records ever taken off the queue */
 	struct rf_agent_vol *vols[RF_AGENT_MAX_VOLS];
 	_Atomic unsigned nvols; /* vols[0..nvols) are set and never change */
-	bool connected, attached, stopping;
+	bool stopping;
+	/* Written by rfa_link_set() only (loop thread, under lock); the loop
+	 * thread reads it without the lock. */
+	enum rfa_link_state link;
 	bool running; /* the loop thread runs: set by start, cleared at the loop's end */
 	uint64_t next_seq, durable_seq;
 	pthread_cond_t durable_cv; /* with lock: durable_seq or running changed (CLOCK_MONOTONIC) */
@@ -199,7 +259,7 @@ struct rf_agent {
 	struct rfa_conn c; /* loop-private */
 };
 
-/* ---- agent.c: chunk state, used by the loop ---------------------------- */
+/* ---- agent.c ----------------------------------------------------------- */
 
 /* Chunks covered by [off, off + len), len > 0. */
 static inline void rfa_chunks(uint64_t off, uint64_t len, uint64_t *first, uint64_t *last)
@@ -227,6 +287,106 @@ uint64_t rfa_resend_bytes(struct rf_agent_vol *v);
  * persist (@final: MS_SYNC, else MS_ASYNC). Returns the bits cleared. */
 uint64_t rfa_clear_pass(struct rf_agent_vol *v, bool final);
 
+/* The volume with hub id @id, or NULL. */
+struct rf_agent_vol *rfa_vol_by_id(struct rf_agent *a, uint32_t id);
+/* Writes to @v are queued (attached, not stopping). Takes agent.lock. */
+bool rfa_vol_attached(struct rf_agent *a, struct rf_agent_vol *v);
+/* CLOCK_REALTIME in nanoseconds: a record's timestamp. */
+uint64_t rfa_realtime_ns(void);
+
+/* ---- loop.c: the agent's thread ------------------------------------------ */
+
+/* epoll tags of the loop's fds. */
+enum { RFA_TAG_EVENT = 1, RFA_TAG_TIMER, RFA_TAG_CTL, RFA_TAG_FAB };
+
+int rfa_loop_init(struct rf_agent *a);
+void rfa_loop_fini(struct rf_agent *a);
+void *rfa_loop_main(void *arg);
+/* Wake the loop (queue non-empty, new volume, stop). Any thread. */
+void rfa_wake(struct rf_agent *a);
+
+/* The one place a->link changes: publish @to under agent.lock, log it. */
+void rfa_link_set(struct rf_agent *a, enum rfa_link_state to);
+/* Close both connections, turn everything queued into resends and go to
+ * BACKOFF (the next dial after the backoff delay). */
+void rfa_disconnect(struct rf_agent *a, const char *why);
+
+int rfa_ep_add(struct rf_agent *a, int fd, uint32_t events, uint64_t tag);
+void rfa_ep_mod(struct rf_agent *a, int fd, uint32_t events, uint64_t tag);
+void rfa_ep_del(struct rf_agent *a, int fd);
+
+/* ---- ctl_client.c: the control connection --------------------------------- */
+
+#define RFA_CTL_RBUF_CAP (RF_CTL_HDR_LEN + RF_CTL_MAX_PAYLOAD) /* c.rbuf */
+
+/* BACKOFF -> CONNECTING -> (AUTHENTICATING) -> HELLO -> REPORTING, or back
+ * to BACKOFF. Blocking, each step bounded by connect_timeout_ms. */
+void rfa_ctl_connect(struct rf_agent *a);
+/* Send VOLUME_REPORT for each volume not yet reported in this session. */
+void rfa_ctl_report_volumes(struct rf_agent *a);
+/* The hub accepted at least one volume in this session. */
+bool rfa_ctl_any_volume_ok(struct rf_agent *a);
+/* Queue one frame for the hub; @len is the encoded payload length (< 0:
+ * the encoder's error, logged). Disconnects when the hub does not read. */
+void rfa_ctl_send(struct rf_agent *a, uint16_t type, uint64_t req, const void *payload, int len);
+/* Write what the socket takes of the queued frames (EPOLLOUT). */
+void rfa_ctl_flush(struct rf_agent *a);
+/* Read and handle the hub's frames (EPOLLIN). */
+void rfa_ctl_readable(struct rf_agent *a);
+/* Close the control connection; every volume is to be reported again. */
+void rfa_ctl_close(struct rf_agent *a);
+/* Heartbeats and the VOLUME_REPORT deadline, @now; returns the next
+ * deadline, or @now after it disconnected. Control session up only. */
+int64_t rfa_ctl_timers(struct rf_agent *a, int64_t now);
+
+/* ---- post.c: the data path ------------------------------------------------ */
+
+/* REPORTING -> ATTACHING -> LINKED (or BACKOFF): connect the data channel
+ * with the token (blocking, bounded), settle the previous session's posts. */
+void rfa_fab_attach(struct rf_agent *a);
+/* Close the data connection and the producer; keep the posts that may still
+ * turn out durable (the next attach says), without their buffers. */
+void rfa_fab_close(struct rf_agent *a);
+/* Reap the transport's events (SENT, POSITION, CLOSED); LINKED only. */
+void rfa_fab_events(struct rf_agent *a, int timeout_ms);
+/* Post queued records in order until @until records have ever been taken
+ * off the queue, or it is empty. Returns 0, -EAGAIN (ring full or no
+ * memory: try again later) or -ENOTCONN. */
+int rfa_post_queue(struct rf_agent *a, uint64_t until);
+/* Read [off, off + len) of @v under its range lock and post it as DATA with
+ * the SYNC flag (after the records queued before). With @resend, the
+ * chunks' resend marks become references carried by the record. *@seq: the
+ * last record's sequence. Returns 0, -EAGAIN (ring full, or not readable
+ * now), -EIO (local read failed), -ENOTCONN. */
+int rfa_post_range(struct rf_agent *a, struct rf_agent_vol *v, uint64_t off, uint32_t len,
+                   bool resend, uint64_t *seq);
+/* Free the posts at the head that are sent and released. */
+void rfa_posts_free_done(struct rfa_conn *c);
+/* Give up the records of a dead session: each carrying chunk references
+ * that is not known durable becomes a resend. */
+void rfa_posts_to_resend(struct rfa_conn *c);
+/* Some post is not known durable yet. */
+bool rfa_posts_pending(const struct rfa_conn *c);
+
+/* ---- resend.c: the agent's own resend --------------------------------------- */
+
+/* Resend dirty chunks of attached volumes, at most a round's budget, paced
+ * by each volume's resync_rate. Returns true when it stopped on the budget
+ * with more to do. */
+bool rfa_resend_some(struct rf_agent *a);
+/* VOLUME_OK gave @v the resend rate @rate (bytes/s, 0: unpaced); a new
+ * rate starts with a full run's worth of tokens. */
+void rfa_resend_set_rate(struct rf_agent_vol *v, uint64_t rate);
+
+/* ---- progress.c: PROGRESS and durability ------------------------------------ */
+
+/* Build PROGRESS and send it when due (@force: now). Data connection up. */
+void rfa_progress(struct rf_agent *a, bool force);
+/* rfa_progress(a, false); returns when it is due next. */
+int64_t rfa_progress_timer(struct rf_agent *a);
+/* POSITION: every record before @seq is durable: drop the posts' chunk
+ * references and publish durable_seq. Loop thread only. */
+void rfa_durable_upto(struct rf_agent *a, uint64_t seq);
 /* Every record before @seq is durable at the hub: raise durable_seq to @seq
  * (never lowers it) and, when it moved, wake rf_agent_wait_durable(). Takes
  * agent.lock; call with no lock held. Loop thread only. */
@@ -234,14 +394,5 @@ void rfa_durable_advance(struct rf_agent *a, uint64_t seq);
 /* durable_seq or running changed (under agent.lock, now released): wake
  * rf_agent_wait_durable(). */
 void rfa_durable_wake(struct rf_agent *a);
-
-/* ---- loop.c ------------------------------------------------------------ */
-
-int rfa_loop_init(struct rf_agent *a);
-void rfa_loop_fini(struct rf_agent *a);
-void *rfa_loop_main(void *arg);
-void rfa_wake(struct rf_agent *a);
-
-int64_t rfa_now_ms(void);
 
 #endif /* REPFABRIC_AGENT_INTERNAL_H */

@@ -150,18 +150,6 @@ static int repagent_config(nbdkit_next_config *next, nbdkit_backend *nxdata, con
 	return 0;
 }
 
-static bool hostport_ok(const char *s)
-{
-	const char *colon = strrchr(s, ':');
-	char *end;
-	unsigned long port;
-
-	if (!colon || colon == s)
-		return false;
-	port = strtoul(colon + 1, &end, 10);
-	return colon[1] && *end == '\0' && port > 0 && port < 65536;
-}
-
 /* Hostname (first label) + "-" + volume, squeezed into a valid name. */
 static void default_agent_id(void)
 {
@@ -191,7 +179,7 @@ static int repagent_config_complete(nbdkit_next_config_complete *next, nbdkit_ba
 		nbdkit_error("repagent-hub=HOST:PORT (the hub's control address) is required");
 		return -1;
 	}
-	if (!hostport_ok(cfg_hub)) {
+	if (!rf_agent_hub_addr_ok(cfg_hub)) {
 		nbdkit_error("repagent-hub '%s' is not HOST:PORT", cfg_hub);
 		return -1;
 	}

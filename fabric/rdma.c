@@ -43,7 +43,6 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "provider.h"
@@ -93,18 +92,10 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* -1: no deadline. */
 static int64_t deadline_of(int timeout_ms)
 {
-	return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	return timeout_ms < 0 ? -1 : rf_now_ms() + timeout_ms;
 }
 
 /* Milliseconds left (-1: forever, 0: expired). */
@@ -114,7 +105,7 @@ static int remaining_ms(int64_t deadline)
 
 	if (deadline < 0)
 		return -1;
-	left = deadline - now_ms();
+	left = deadline - rf_now_ms();
 	if (left <= 0)
 		return 0;
 	return left > INT32_MAX ? INT32_MAX : (int)left;

@@ -130,6 +130,10 @@ struct rf_agent_status {
 int rf_agent_new(struct rf_agent **out, const char *hub, const char *agent_id,
                  const struct rf_agent_opts *opts);
 
+/* @s is "HOST:PORT" with a port 1..65535, the form rf_agent_new() takes for
+ * @hub (which also wants it shorter than 256 bytes). NULL is not. */
+bool rf_agent_hub_addr_ok(const char *s);
+
 /*
  * Authenticate to the hub with the key for this agent's id from the key file
  * @path (docs/PROTOCOL.md, "Authentication"; mode 0600, lines

@@ -33,12 +33,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "repfabric/fabric.h"
 #include "repfabric/log.h"
 #include "repfabric/ring.h"
+#include "repfabric/sockio.h"
 
 #define MAX_VOLUMES 4
 #define TOKEN       0x5eed
@@ -84,14 +84,6 @@ static bool rec_check(const uint8_t *p, uint32_t vol, uint64_t index, uint32_t l
 		if (p[k] != ((uint8_t)(seed >> (8 * (k % 8))) ^ (uint8_t)(k * 31)))
 			return false;
 	return true;
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ------------------------------------------------------------ hub state */
@@ -623,7 +615,7 @@ static int producer_resend(struct producer *p);
 static int producer_connect(struct producer *p)
 {
 	struct rf_fab_ring_info info;
-	int64_t deadline = now_ms() + 60000;
+	int64_t deadline = rf_now_ms() + 60000;
 	int delay = 20, rc;
 
 	producer_disconnect(p);
@@ -631,7 +623,7 @@ static int producer_connect(struct producer *p)
 		rc = rf_fab_connect(p->url, TOKEN, 5000, &p->c, &info);
 		if (rc == 0)
 			break;
-		if (now_ms() > deadline)
+		if (rf_now_ms() > deadline)
 			return rc;
 		usleep((useconds_t)delay * 1000);
 		delay = delay * 2 > 1000 ? 1000 : delay * 2;
@@ -649,14 +641,14 @@ static int producer_connect(struct producer *p)
 /* Post one record, riding out full rings; reconnect when the hub is gone. */
 static int producer_put(struct producer *p, uint32_t vol, uint64_t index, bool resend)
 {
-	int64_t deadline = now_ms() + 60000;
+	int64_t deadline = rf_now_ms() + 60000;
 
 	for (;;) {
 		int rc = p->c ? producer_post(p, vol, index) : -ENOTCONN;
 
 		if (rc == 0)
 			return 0;
-		if (now_ms() > deadline) {
+		if (rf_now_ms() > deadline) {
 			RF_ERR("producer", "record %" PRIu64 " not posted within 60 s: %s", index,
 			       strerror(-rc));
 			return -ETIMEDOUT;
@@ -704,12 +696,12 @@ static int producer_resend(struct producer *p)
 /* Wait until the hub made everything posted durable (bounded). */
 static int producer_quiesce(struct producer *p, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = rf_now_ms() + timeout_ms;
 
 	while (p->fifo_len) {
 		int rc;
 
-		if (now_ms() > deadline) {
+		if (rf_now_ms() > deadline) {
 			RF_ERR("producer", "%zu records still not durable after %d ms", p->fifo_len,
 			       timeout_ms);
 			return -ETIMEDOUT;
@@ -851,7 +843,7 @@ static int check_final(struct run_ctx *r, const char *name, const struct produce
 	       ", ring-full waits %" PRIu64 ", %" PRId64 " ms\n",
 	       name, bad ? "FAIL" : "ok", st.applied, st.bytes, st.replays, st.errors,
 	       st.next_index[0], st.next_index[1], expect[0], expect[1], p ? p->reconnects : 0,
-	       p ? p->enospc_waits : 0, now_ms() - t0);
+	       p ? p->enospc_waits : 0, rf_now_ms() - t0);
 	fflush(stdout);
 	return bad ? -1 : 0;
 }
@@ -896,14 +888,14 @@ static int check_fab(const struct run_ctx *r, const char *name, const struct cas
 /* Wait until the hub's state shows volume @vol past where it was. */
 static int wait_for_progress(const char *state_path, uint32_t vol, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = rf_now_ms() + timeout_ms;
 	struct hub_state st;
 	uint64_t start;
 
 	if (state_load(state_path, &st))
 		return -EBADMSG;
 	start = st.next_index[vol];
-	while (now_ms() < deadline) {
+	while (rf_now_ms() < deadline) {
 		usleep(10000);
 		if (state_load(state_path, &st) == 0 && st.next_index[vol] > start)
 			return 0;
@@ -915,7 +907,7 @@ static int run_case(struct run_ctx *r, const char *name, const struct case_opts 
 {
 	struct producer p = {.url = r->url};
 	uint64_t expect[MAX_VOLUMES] = {0};
-	int64_t t0 = now_ms();
+	int64_t t0 = rf_now_ms();
 	int rc = 0, crash_every, rec_every;
 
 	snprintf(r->ring, sizeof(r->ring), "%s/%s.ring", r->dir, name);

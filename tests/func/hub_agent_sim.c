@@ -59,7 +59,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <infiniband/verbs.h>
@@ -68,6 +67,7 @@
 #include "repfabric/ctl.h"
 #include "repfabric/fabric.h"
 #include "repfabric/ring.h"
+#include "repfabric/sockio.h"
 
 struct sim {
 	const char *hub, *agent, *volume, *disk;
@@ -99,14 +99,6 @@ static void on_term(int sig)
 static void on_usr1(int sig)
 {
 	more = 1;
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static uint64_t rnd(struct sim *s)
@@ -173,7 +165,7 @@ static uint64_t post_lie(struct sim *s, const struct rf_ring_desc *d, const stru
 	struct rf_fab_seg segs[RF_RING_MAX_SEGS];
 	struct rf_ring_desc desc = *d;
 	struct rf_ring_image img;
-	int64_t deadline = now_ms() + 20000;
+	int64_t deadline = rf_now_ms() + 20000;
 	uint8_t *buf = malloc(blen);
 	int rc;
 
@@ -187,7 +179,7 @@ static uint64_t post_lie(struct sim *s, const struct rf_ring_desc *d, const stru
 		rc = rf_ring_producer_encode(s->rp, &desc, buf, blen, &img);
 		if (rc != -ENOSPC)
 			break;
-		if (now_ms() > deadline || s->fenced)
+		if (rf_now_ms() > deadline || s->fenced)
 			die("the ring stayed full for 20 s");
 		fab_events(s, 10);
 	}
@@ -370,11 +362,11 @@ static void send_progress(struct sim *s);
 static void wait_durable(struct sim *s)
 {
 	uint64_t target = rf_ring_producer_next_seq(s->rp);
-	int64_t deadline = now_ms() + 60000;
+	int64_t deadline = rf_now_ms() + 60000;
 
 	send_progress(s);
 	while (s->durable_seq < target && !s->fenced) {
-		if (now_ms() > deadline)
+		if (rf_now_ms() > deadline)
 			die("the hub did not make the writes durable within 60 s");
 		pump(s, 20);
 	}
@@ -449,7 +441,7 @@ static void attack(struct sim *s)
 {
 	uint64_t raddr, rsize, addr;
 	uint32_t rkey, key;
-	int64_t deadline = now_ms() + 20000;
+	int64_t deadline = rf_now_ms() + 20000;
 	uint8_t pat[256];
 	int st = -1, rc;
 
@@ -472,7 +464,7 @@ static void attack(struct sim *s)
 	memset(pat, 0xe5, sizeof(pat));
 	for (;;) {
 		rc = rf_rdma_test_write(s->fab, addr, key, pat, sizeof(pat), 20000, &st);
-		if (rc != -EBUSY || now_ms() > deadline)
+		if (rc != -EBUSY || rf_now_ms() > deadline)
 			break;
 		fab_events(s, 10); /* our own posts still in flight */
 	}
@@ -646,9 +638,9 @@ int main(int argc, char **argv)
 		       rsize);
 	}
 
-	deadline = now_ms() + 120000;
+	deadline = rf_now_ms() + 120000;
 	while (!s.synced && !s.fenced) {
-		if (now_ms() > deadline)
+		if (rf_now_ms() > deadline)
 			die("no sync within 120 s");
 		pump(&s, 50);
 	}
@@ -662,8 +654,8 @@ int main(int argc, char **argv)
 	printf("posted %" PRIu64 " writes\n", s.written);
 	if (s.bad) {
 		post_bad(&s, info.data_size);
-		deadline = now_ms() + 10000;
-		while (!s.fenced && now_ms() < deadline)
+		deadline = rf_now_ms() + 10000;
+		while (!s.fenced && rf_now_ms() < deadline)
 			pump(&s, 50);
 		if (!s.fenced)
 			die("the hub did not fence an invalid record");
@@ -686,9 +678,9 @@ int main(int argc, char **argv)
 		attack(&s);
 	send_progress(&s);
 	while (s.stay && !stop) {
-		int64_t next = now_ms() + 200;
+		int64_t next = rf_now_ms() + 200;
 
-		while (!stop && !more && now_ms() < next)
+		while (!stop && !more && rf_now_ms() < next)
 			pump(&s, 50);
 		if (more) {
 			uint64_t goal = s.written + s.writes;

@@ -32,13 +32,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 
 #include "repfabric/log.h"
+#include "repfabric/sockio.h"
 
 #define SUBSYS "verbs-check"
 
@@ -94,14 +94,6 @@ struct vc_ctx {
 	unsigned depth; /* client: writes in flight */
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int set_nonblock(int fd)
 {
 	int fl = fcntl(fd, F_GETFL);
@@ -151,7 +143,7 @@ static const char *reject_reason(int status)
 static int vc_wait_cm(struct vc_ctx *c, enum rdma_cm_event_type want, int timeout_ms,
                       struct rdma_cm_event **out)
 {
-	int64_t deadline = now_ms() + timeout_ms, left;
+	int64_t deadline = rf_now_ms() + timeout_ms, left;
 	struct pollfd pfd = {.fd = c->ec->fd, .events = POLLIN};
 	struct rdma_cm_event *ev;
 	int rc;
@@ -174,7 +166,7 @@ static int vc_wait_cm(struct vc_ctx *c, enum rdma_cm_event_type want, int timeou
 		}
 		if (errno != EAGAIN)
 			return -errno;
-		left = deadline - now_ms();
+		left = deadline - rf_now_ms();
 		if (left <= 0)
 			break;
 		rc = poll(&pfd, 1, (int)left);
@@ -219,7 +211,7 @@ static int vc_poll_cq(struct vc_ctx *c, struct ibv_wc *wc, int max, int64_t dead
 		if (n != 0)
 			return n < 0 ? -EIO : n;
 
-		left = deadline - now_ms();
+		left = deadline - rf_now_ms();
 		if (left <= 0)
 			return -ETIMEDOUT;
 		rc = poll(pfd, 2, (int)left);
@@ -586,7 +578,7 @@ static int run_server(struct vc_ctx *c, int *verdict)
 	        ibv_get_device_name(c->id->verbs->device), c->id->port_num, port_mtu(c));
 
 	/* Completions arrive in order on RC: the k-th is buffer k. */
-	deadline = now_ms() + o->timeout_ms;
+	deadline = rf_now_ms() + o->timeout_ms;
 	while (done < o->count) {
 		n = vc_poll_cq(c, wc, (int)(sizeof(wc) / sizeof(wc[0])), deadline);
 		if (n < 0) {
@@ -712,7 +704,7 @@ static int run_client(struct vc_ctx *c)
 	        (unsigned long long)raddr, rkey);
 
 	/* Keep at most depth writes in flight. */
-	deadline = now_ms() + o->timeout_ms;
+	deadline = rf_now_ms() + o->timeout_ms;
 	while (done < o->count) {
 		while (posted < o->count && posted - done < c->depth) {
 			struct ibv_sge sge = {

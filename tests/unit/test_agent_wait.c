@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Unit tests for rf_agent_wait_durable() (agent/agent.c): the blocking wait
+ * Unit tests for rf_agent_wait_durable() (agent/progress.c): the blocking wait
  * for the hub's durable sequence. No hub: the agent is started against a
  * port nobody listens on (its thread runs and keeps retrying), and the
  * test plays the loop's part in durable progress by calling
- * rfa_durable_advance(), the function the loop thread's durable() uses to
+ * rfa_durable_advance(), the function the loop thread's rfa_durable_upto() uses to
  * publish a POSITION. Stop and restart go through the real loop thread.
  */
 #include <arpa/inet.h>
@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -29,14 +28,7 @@
 #include "agent_internal.h"
 #include "repfabric/agent.h"
 #include "repfabric/log.h"
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include "repfabric/sockio.h"
 
 /* "127.0.0.1:PORT" with a port that was free a moment ago: connects fail. */
 static void dead_hub(char *buf, size_t len)
@@ -101,9 +93,9 @@ static void waiter_start(struct waiter *w, struct rf_agent *a, uint64_t seq, int
 /* Join @w, which must return within @ms (generous: a hang is the bug). */
 static int waiter_join(struct waiter *w, int ms)
 {
-	int64_t end = mono_ms() + ms;
+	int64_t end = rf_now_ms() + ms;
 
-	while (!atomic_load(&w->done) && mono_ms() < end)
+	while (!atomic_load(&w->done) && rf_now_ms() < end)
 		usleep(1000);
 	assert_true(atomic_load(&w->done));
 	pthread_join(w->t, NULL);
@@ -120,10 +112,10 @@ static void test_not_started(void **state)
 	assert_int_equal(rf_agent_wait_durable(a, 0, 0), 0);
 	assert_int_equal(rf_agent_wait_durable(a, 0, -1), 0);
 	assert_int_equal(rf_agent_wait_durable(a, 1, 0), -ESHUTDOWN);
-	t0 = mono_ms();
+	t0 = rf_now_ms();
 	assert_int_equal(rf_agent_wait_durable(a, 1, 5000), -ESHUTDOWN);
 	assert_int_equal(rf_agent_wait_durable(a, 1, -1), -ESHUTDOWN);
-	assert_true(mono_ms() - t0 < 4000); /* did not sit out the timeout */
+	assert_true(rf_now_ms() - t0 < 4000); /* did not sit out the timeout */
 	rf_agent_destroy(&a);
 }
 
@@ -136,9 +128,9 @@ static void test_timeout(void **state)
 	(void)state;
 	assert_int_equal(rf_agent_start(a), 0);
 	assert_int_equal(rf_agent_wait_durable(a, 1, 0), -ETIMEDOUT);
-	t0 = mono_ms();
+	t0 = rf_now_ms();
 	assert_int_equal(rf_agent_wait_durable(a, 1, 60), -ETIMEDOUT);
-	el = mono_ms() - t0;
+	el = rf_now_ms() - t0;
 	assert_true(el >= 59); /* CLOCK_MONOTONIC deadline, whole ms */
 	assert_int_equal(rf_agent_wait_durable(a, 0, 60), 0);
 	rf_agent_destroy(&a);
@@ -257,9 +249,9 @@ static void test_no_lost_wakeup(void **state)
 		if (s % 64 == 0)
 			sched_yield();
 	}
-	end = mono_ms() + 60000;
+	end = rf_now_ms() + 60000;
 	for (int i = 0; i < WAITERS; i++) {
-		while (!atomic_load(&c[i].done) && mono_ms() < end)
+		while (!atomic_load(&c[i].done) && rf_now_ms() < end)
 			usleep(1000);
 		assert_true(atomic_load(&c[i].done));
 		pthread_join(c[i].t, NULL);

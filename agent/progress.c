@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Progress, one job: tell the hub how far the agent is (PROGRESS: next
+ * sequence, queue, dirty and resend bytes, congestion) and track what the
+ * hub made durable (POSITION -> durable_seq -> rf_agent_wait_durable). The
+ * resync and congestion log lines are taken here too, from the same
+ * numbers.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "agent_internal.h"
+#include "repfabric/log.h"
+#include "repfabric/sockio.h"
+
+#define PROGRESS_MIN_MS 100  /* a changed PROGRESS waits at least this long */
+#define PROGRESS_MAX_MS 1000 /* an unchanged one is sent this often */
+
+/* ---- PROGRESS -------------------------------------------------------------- */
+
+/*
+ * Resync bookkeeping for the log, from the resend bytes of @v (attached):
+ * a resync begins when chunks wait to be read back and ends when none do.
+ */
+static void resync_track(struct rf_agent_vol *v, uint64_t resend, uint64_t resent, int64_t now)
+{
+	if (resend && !v->rs_active) {
+		v->rs_active = true;
+		v->rs_start_ms = now;
+		v->rs_base = resent;
+		RF_INFO("agent", "volume %s: resync: %" PRIu64 " bytes of dirty regions to resend",
+		        v->name, resend);
+	} else if (!resend && v->rs_active) {
+		v->rs_active = false;
+		RF_INFO("agent",
+		        "volume %s: resync done: %" PRIu64 " bytes resent in %" PRId64 " ms",
+		        v->name, resent - v->rs_base, now - v->rs_start_ms);
+	}
+}
+
+/* The congestion is over once nothing that overflowed waits for a resend. */
+static void congestion_track(struct rf_agent *a, uint64_t resend_total, int64_t now)
+{
+	uint64_t resent = 0;
+	int64_t since = 0;
+	uint32_t nth = 0;
+	bool over = false;
+
+	pthread_mutex_lock(&a->lock);
+	if (a->congested && resend_total == 0) {
+		a->congested = false;
+		over = true;
+		resent = a->resent_bytes - a->congested_resent;
+		since = a->congested_ms;
+		nth = a->congestions;
+	}
+	pthread_mutex_unlock(&a->lock);
+	if (over)
+		RF_INFO("agent",
+		        "caught up after congestion %u: %" PRIu64 " bytes resent, %" PRId64
+		        " ms after the queue overflowed",
+		        nth, resent, now - since);
+}
+
+/* Build and send PROGRESS when due (see the spec: changed, at most every
+ * 100 ms; at least every second). */
+void rfa_progress(struct rf_agent *a, bool force)
+{
+	struct rfa_conn *c = &a->c;
+	struct rf_ctl_progress m;
+	unsigned n = atomic_load(&a->nvols);
+	int64_t now = rf_now_ms(), since = now - c->last_progress_ms;
+	uint64_t resend_total = 0;
+	uint8_t *buf;
+	size_t cap;
+	bool changed;
+
+	if (!rfa_link_data_up(a->link))
+		return;
+	memset(&m, 0, sizeof(m));
+	m.next_seq = rf_ring_producer_next_seq(c->rp);
+	m.instance = a->instance;
+	pthread_mutex_lock(&a->lock);
+	m.queued = a->q_count;
+	m.congestions = a->congestions;
+	for (unsigned i = 0; i < n; i++) {
+		if (!a->vols[i]->ok)
+			continue;
+		m.vols[m.nvols].vol_id = a->vols[i]->vol_id;
+		m.vols[m.nvols++].resent_bytes = a->vols[i]->resent_bytes;
+	}
+	pthread_mutex_unlock(&a->lock);
+	for (unsigned i = 0; i < m.nvols; i++) {
+		struct rf_agent_vol *v = rfa_vol_by_id(a, m.vols[i].vol_id);
+
+		m.vols[i].dirty_bytes = rfa_dirty_bytes(v);
+		m.vols[i].resend_bytes = rfa_resend_bytes(v);
+		resend_total += m.vols[i].resend_bytes;
+		resync_track(v, m.vols[i].resend_bytes, m.vols[i].resent_bytes, now);
+	}
+	if (m.nvols)
+		congestion_track(a, resend_total, now);
+	pthread_mutex_lock(&a->lock);
+	m.flags = a->congested ? RF_PROGRESS_CONGESTED : 0;
+	pthread_mutex_unlock(&a->lock);
+	changed = !c->progress_sent || m.next_seq != c->last_progress.next_seq ||
+	          m.queued != c->last_progress.queued || m.nvols != c->last_progress.nvols ||
+	          m.congestions != c->last_progress.congestions ||
+	          m.flags != c->last_progress.flags ||
+	          memcmp(m.vols, c->last_progress.vols, m.nvols * sizeof(m.vols[0])) != 0;
+	c->progress_changed = changed;
+	if (!force && !(changed && since >= PROGRESS_MIN_MS) && since < PROGRESS_MAX_MS)
+		return;
+	cap = 14 + (size_t)m.nvols * 12 + 13 + (size_t)m.nvols * 16;
+	buf = malloc(cap);
+	if (!buf)
+		return;
+	rfa_ctl_send(a, RF_CTL_PROGRESS, 0, buf, rf_ctl_enc_progress(buf, cap, &m));
+	free(buf);
+	c->last_progress = m;
+	c->last_progress_ms = now;
+	c->progress_sent = true;
+	c->progress_changed = false;
+}
+
+int64_t rfa_progress_timer(struct rf_agent *a)
+{
+	struct rfa_conn *c = &a->c;
+
+	rfa_progress(a, false);
+	return c->last_progress_ms + (c->progress_changed ? PROGRESS_MIN_MS : PROGRESS_MAX_MS);
+}
+
+/* ---- durable progress -------------------------------------------------- */
+
+/* Every record before @seq is durable: drop its chunk references. */
+void rfa_durable_upto(struct rf_agent *a, uint64_t seq)
+{
+	struct rfa_conn *c = &a->c;
+
+	if (seq > c->durable_seq)
+		c->durable_seq = seq;
+	for (struct rfa_post *p = c->phead; p && p->seq < seq; p = p->next) {
+		if (p->released)
+			continue;
+		p->released = true;
+		if (p->has_refs)
+			rfa_chunks_release(p->vol, p->c_first, p->c_last, false);
+	}
+	rfa_posts_free_done(c);
+	/* publish under agent.lock, then wake rf_agent_wait_durable() */
+	rfa_durable_advance(a, c->durable_seq);
+}
+
+/*
+ * Why no wakeup is lost: a waiter tests durable_seq and running and goes to
+ * sleep in pthread_cond_(timed)wait without letting go of agent.lock in
+ * between, and the loop changes both only under agent.lock. So when the
+ * loop takes the lock to change them, every waiter has either not tested
+ * yet (it will see the new value) or is already asleep on durable_cv, and
+ * the broadcast that follows the change (after the unlock, so the woken
+ * waiters do not block on a lock the loop still holds) wakes it.
+ */
+void rfa_durable_wake(struct rf_agent *a)
+{
+	pthread_cond_broadcast(&a->durable_cv);
+}
+
+void rfa_durable_advance(struct rf_agent *a, uint64_t seq)
+{
+	bool moved;
+
+	pthread_mutex_lock(&a->lock);
+	moved = seq > a->durable_seq;
+	if (moved)
+		a->durable_seq = seq;
+	pthread_mutex_unlock(&a->lock);
+	if (moved)
+		rfa_durable_wake(a);
+}
+
+int rf_agent_wait_durable(struct rf_agent *a, uint64_t seq, int timeout_ms)
+{
+	struct timespec dl = {0};
+	int rc = 0, wrc = 0;
+
+	if (timeout_ms > 0) {
+		clock_gettime(CLOCK_MONOTONIC, &dl);
+		dl.tv_sec += timeout_ms / 1000;
+		dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+		if (dl.tv_nsec >= 1000000000L) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000L;
+		}
+	}
+	pthread_mutex_lock(&a->lock);
+	for (;;) {
+		if (a->durable_seq >= seq) {
+			rc = 0;
+			break;
+		}
+		if (!a->running) {
+			rc = -ESHUTDOWN;
+			break;
+		}
+		if (timeout_ms == 0 || wrc == ETIMEDOUT) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		if (wrc) { /* EINVAL, EPERM: not expected */
+			rc = -wrc;
+			break;
+		}
+		if (timeout_ms < 0)
+			wrc = pthread_cond_wait(&a->durable_cv, &a->lock);
+		else
+			wrc = pthread_cond_timedwait(&a->durable_cv, &a->lock, &dl);
+	}
+	pthread_mutex_unlock(&a->lock);
+	return rc;
+}
