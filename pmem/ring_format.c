@@ -395,6 +395,27 @@ int ring_header_parse(const void *buf, size_t len, struct rf_ring_info *out, uin
 	return 0;
 }
 
+int ring_durable_parse(const unsigned char *h, uint64_t *pos, uint64_t *seq, uint64_t *count)
+{
+	static const unsigned off[2] = {RH_DSLOT0, RH_DSLOT1};
+	char why[96];
+	int best = -1;
+
+	for (int i = 0; i < 2; i++) {
+		if (check_slot(h + off[i], why, sizeof(why)))
+			continue;
+		if (best < 0 ||
+		    rf_get_le64(h + off[i] + RS_COUNT) > rf_get_le64(h + off[best] + RS_COUNT))
+			best = i;
+	}
+	if (best < 0)
+		return -ENOENT;
+	*pos = rf_get_le64(h + off[best] + RS_HEAD_POS);
+	*seq = rf_get_le64(h + off[best] + RS_HEAD_SEQ);
+	*count = rf_get_le64(h + off[best] + RS_COUNT);
+	return 0;
+}
+
 int rf_ring_header_parse(const void *buf, size_t len, struct rf_ring_info *out, char *reason,
                          size_t reason_len)
 {

@@ -44,6 +44,11 @@
 #define RS_CRC         28 /* over slot bytes 0..27 */
 #define RS_SIZE        32
 
+/* Durable mark slots (hub-only, past RF_RING_HEADER_USED): the same 32-byte
+ * format as a head slot, holding (durable_pos, durable_seq). */
+#define RH_DSLOT0 192
+#define RH_DSLOT1 256
+
 /* Record header (64 bytes). */
 #define REC_MAGIC      0x31524652u /* "RFR1" */
 #define RR_MAGIC       0
@@ -103,6 +108,13 @@ enum rf_ring_status ring_check_record(const struct ring_geom *g, const unsigned 
  */
 int ring_header_parse(const void *buf, size_t len, struct rf_ring_info *out, uint64_t *count,
                       int *bad_slot, char *reason, size_t reason_len);
+
+/*
+ * The newest valid durable mark slot of header @h: fills @pos, @seq and
+ * @count and returns 0, or returns -ENOENT when neither slot is valid (a
+ * ring that never had one: durable is the head).
+ */
+int ring_durable_parse(const unsigned char *h, uint64_t *pos, uint64_t *seq, uint64_t *count);
 
 /* Encode a head slot (CRC included) at @s. */
 void ring_encode_slot(unsigned char *s, uint64_t head_pos, uint64_t head_seq, uint64_t count);

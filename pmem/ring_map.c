@@ -36,7 +36,11 @@ struct rf_ring {
 	uint64_t saved_pos; /* the head as last persisted */
 	uint64_t saved_seq;
 	uint64_t slot_count; /* update count of the newest head slot */
-	char *name;          /* for log lines */
+	uint64_t dur_pos;    /* the durable mark (>= the persisted head when valid) */
+	uint64_t dur_seq;
+	uint64_t dslot_count; /* update count of the newest durable mark slot */
+	bool forced_pmem;     /* rf_ring_force_pmem(): flushes without pmem_is_pmem() */
+	char *name;           /* for log lines */
 };
 
 static int persist_pmem(const void *addr, size_t len)
@@ -174,6 +178,35 @@ static int format_header(struct rf_ring *r, uint64_t data_size)
 }
 
 /*
+ * Load the durable mark. A mark outside [head, head + data_size], or none
+ * (a ring formatted before marks, or never made durable), means "durable
+ * is the head".
+ */
+static void load_durable_mark(struct rf_ring *r)
+{
+	uint64_t pos, seq, count;
+
+	r->dur_pos = r->head_pos;
+	r->dur_seq = r->head_seq;
+	r->dslot_count = 0;
+	if (ring_durable_parse(r->base, &pos, &seq, &count))
+		return;
+	r->dslot_count = count;
+	if (pos < r->head_pos || pos - r->head_pos > r->geom.data_size ||
+	    seq - r->head_seq > pos - r->head_pos) {
+		if (pos != r->head_pos || seq != r->head_seq)
+			RF_DEBUG(RING_LOG,
+			         "%s: durable mark %" PRIu64 "/%" PRIu64
+			         " is behind the head %" PRIu64 "/%" PRIu64
+			         " or out of range: the head is durable",
+			         r->name, pos, seq, r->head_pos, r->head_seq);
+		return;
+	}
+	r->dur_pos = pos;
+	r->dur_seq = seq;
+}
+
+/*
  * Validate the header of a mapped ring and load the geometry and head.
  * @exact: the mapping must be exactly header + data (a regular file);
  * otherwise it may be larger (device DAX, caller memory).
@@ -210,6 +243,7 @@ static int load_header(struct rf_ring *r, bool exact)
 	r->head_pos = r->saved_pos = info.head_pos;
 	r->head_seq = r->saved_seq = info.head_seq;
 	r->slot_count = count;
+	load_durable_mark(r);
 	RF_DEBUG(RING_LOG,
 	         "%s: ring %016" PRIx64 " data_size %" PRIu64 " head %" PRIu64 "/%" PRIu64, r->name,
 	         info.ring_id, info.data_size, info.head_pos, info.head_seq);
@@ -508,6 +542,98 @@ int rf_ring_persist_head(struct rf_ring *ring)
 	return 0;
 }
 
+void rf_ring_durable(const struct rf_ring *ring, uint64_t *pos, uint64_t *seq)
+{
+	/* The drain may pass the mark (rule apply): then the head is durable. */
+	bool head_ahead = ring->saved_pos > ring->dur_pos;
+
+	*pos = head_ahead ? ring->saved_pos : ring->dur_pos;
+	*seq = head_ahead ? ring->saved_seq : ring->dur_seq;
+}
+
+/* Write (pos, seq) to the older durable mark slot and persist it. */
+static int persist_durable_mark(struct rf_ring *ring, uint64_t pos, uint64_t seq)
+{
+	uint64_t count = ring->dslot_count + 1;
+	unsigned char *slot = ring->base + (count % 2 ? RH_DSLOT1 : RH_DSLOT0);
+	unsigned char tmp[RS_SIZE];
+	int ret;
+
+	ring_encode_slot(tmp, pos, seq, count);
+	memcpy(slot, tmp, sizeof(tmp));
+	ret = ring->persist(slot, sizeof(tmp));
+	if (ret) {
+		RF_ERR(RING_LOG, "%s: cannot persist the durable mark: %s", ring->name,
+		       strerror(-ret));
+		return ret;
+	}
+	ring->dslot_count = count;
+	ring->dur_pos = pos;
+	ring->dur_seq = seq;
+	return 0;
+}
+
+/* Persist the data-area bytes [from, to) (positions; wraps at most once). */
+static int persist_range(struct rf_ring *ring, uint64_t from, uint64_t to)
+{
+	uint64_t ds = ring->geom.data_size, off = from % ds, len = to - from;
+	unsigned char *data = ring->base + RF_RING_HEADER_SIZE;
+	int ret;
+
+	if (len == 0)
+		return 0;
+	if (off + len <= ds)
+		return ring->persist(data + off, len);
+	ret = ring->persist(data + off, ds - off);
+	return ret ? ret : ring->persist(data, off + len - ds);
+}
+
+int rf_ring_make_durable(struct rf_ring *ring, uint64_t landed_seq, struct rf_ring_verdict *why)
+{
+	const struct ring_geom *g = &ring->geom;
+	struct rf_ring_record rec;
+	uint64_t start_pos, pos, seq;
+	int n = 0, ret;
+
+	rf_ring_durable(ring, &start_pos, &seq);
+	pos = start_pos;
+	if (why) {
+		why->status = RF_RING_ST_OK;
+		why->reason[0] = '\0';
+	}
+	/* Only records that landed, never past the ring's size (a lying doorbell). */
+	while (seq <= landed_seq && pos - ring->saved_pos < g->data_size) {
+		if (ring_check_record(g, ring_data(ring), pos, seq, &rec, why) != RF_RING_ST_OK)
+			break;
+		pos = rec.next_pos;
+		seq = rec.next_seq;
+		n++;
+	}
+	if (n == 0)
+		return 0;
+	ret = persist_range(ring, start_pos, pos);
+	if (!ret)
+		ret = persist_durable_mark(ring, pos, seq);
+	if (ret) {
+		RF_ERR(RING_LOG, "%s: cannot make records durable: %s", ring->name, strerror(-ret));
+		return ret;
+	}
+	return n;
+}
+
+void rf_ring_force_pmem(struct rf_ring *ring)
+{
+	if (!ring->is_pmem && ring->persist == persist_msync) {
+		ring->persist = persist_pmem;
+		ring->forced_pmem = true;
+	}
+}
+
+bool rf_ring_is_forced_pmem(const struct rf_ring *ring)
+{
+	return ring->forced_pmem;
+}
+
 void rf_ring_rewind(struct rf_ring *ring)
 {
 	ring->head_pos = ring->saved_pos;
@@ -553,6 +679,7 @@ int rf_ring_scan(const struct rf_ring *ring, struct rf_ring_scan_result *res)
 	res->end_pos = pos;
 	res->end_seq = seq;
 	res->bytes = pos - ring->head_pos;
+	rf_ring_durable(ring, &res->durable_pos, &res->durable_seq);
 	return 0;
 }
 
@@ -577,6 +704,15 @@ int rf_ring_begin_session(struct rf_ring *ring, struct rf_ring_info *info)
 		ring->head_pos = old_pos;
 		ring->head_seq = old_seq;
 		return ret;
+	}
+	/* The old session's mark (if any) is behind: the new head is durable. */
+	if (ring->dslot_count) {
+		ret = persist_durable_mark(ring, ring->head_pos, ring->head_seq);
+		if (ret)
+			return ret;
+	} else {
+		ring->dur_pos = ring->head_pos;
+		ring->dur_seq = ring->head_seq;
 	}
 	info->ring_id = ring->geom.ring_id;
 	info->data_size = ring->geom.data_size;

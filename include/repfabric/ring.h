@@ -113,12 +113,15 @@ struct rf_ring_record {
 
 /* The valid prefix found by rf_ring_scan(). */
 struct rf_ring_scan_result {
-	uint64_t start_pos, start_seq; /* the head the scan started from */
-	uint64_t end_pos, end_seq;     /* first position/sequence past the prefix */
-	uint64_t records;              /* DATA/ZERO/TRIM records in the prefix */
-	uint64_t pads;                 /* PAD records in the prefix */
-	uint64_t bytes;                /* end_pos - start_pos */
-	struct rf_ring_verdict stop;   /* why the walk stopped (never OK) */
+	uint64_t start_pos, start_seq;     /* the head the scan started from */
+	uint64_t end_pos, end_seq;         /* first position/sequence past the prefix */
+	uint64_t records;                  /* DATA/ZERO/TRIM records in the prefix */
+	uint64_t pads;                     /* PAD records in the prefix */
+	uint64_t bytes;                    /* end_pos - start_pos */
+	struct rf_ring_verdict stop;       /* why the walk stopped (never OK) */
+	uint64_t durable_pos, durable_seq; /* the durable mark (rf_ring_durable); a
+	                                      prefix ending before it lost records
+	                                      that were acknowledged durable */
 };
 
 /* ---- Pure format helpers ---------------------------------------------- */
@@ -215,6 +218,37 @@ void rf_ring_head(const struct rf_ring *ring, uint64_t *pos, uint64_t *seq);
  * -errno from msync.
  */
 int rf_ring_persist(struct rf_ring *ring, const void *addr, size_t len);
+
+/*
+ * Persist with pmem_persist() (CPU cache flush + fence) even though libpmem
+ * does not report the mapping as persistent memory: for hardware it cannot
+ * recognise. Only mappings that would use msync are switched. The caller
+ * warns: on memory that is not persistent, what this persists survives a
+ * crash of the process, not of the power.
+ */
+void rf_ring_force_pmem(struct rf_ring *ring);
+bool rf_ring_is_forced_pmem(const struct rf_ring *ring);
+
+/* ---- Durable mark (docs/DURABILITY.md) ---------------------------------- */
+
+/*
+ * The durable position: every record before (@pos, @seq) is validated and
+ * persisted in the ring (rf_ring_make_durable), or was applied and its head
+ * persisted. Never behind the persisted head.
+ */
+void rf_ring_durable(const struct rf_ring *ring, uint64_t *pos, uint64_t *seq);
+
+/*
+ * Make the records after the durable position durable in the ring, up to
+ * and including sequence @landed_seq (every record up to it has landed):
+ * validate each (untrusted content), stop at the first that is not valid
+ * (@why, may be NULL, says why; status OK when none stopped it), persist the
+ * bytes of the valid ones with one persist of the range (two when it wraps),
+ * then write and persist the durable mark. Returns the number of records
+ * (PADs included) made durable, 0 when none, or -errno from persisting
+ * (then nothing new is durable).
+ */
+int rf_ring_make_durable(struct rf_ring *ring, uint64_t landed_seq, struct rf_ring_verdict *why);
 
 /* ---- Consumer --------------------------------------------------------- */
 
