@@ -659,17 +659,21 @@ uint64_t rfa_realtime_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-void rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, uint32_t len, const void *buf,
-                        enum rf_agent_wtype type, bool ok)
+struct rf_agent_ticket rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, uint32_t len,
+                                          const void *buf, enum rf_agent_wtype type, bool ok)
 {
 	struct rf_agent *a = v->agent;
+	struct rf_agent_ticket t = {0};
 	struct rfa_rec *r = NULL;
 	uint64_t first, last;
 	bool queued = false, wake = false, accepting, congestion = false;
 	uint32_t congestions = 0;
 
 	if (len == 0)
-		return;
+		return t;
+	/* Only what changed the disk must reach the hub before an ack: a trim
+	 * may leave the old data readable, a failed write is read back. */
+	t.must_ack = ok && (type == RF_AGENT_WRITE || type == RF_AGENT_ZERO);
 	rfa_chunks(off, len, &first, &last);
 	/* Unknown types, and trims: resend what is on disk. NBD lets a trim
 	 * leave old data readable, so only the disk knows what the range reads
@@ -709,6 +713,8 @@ void rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, uint32_t len, cons
 				a->q_bytes += r->charge;
 				a->q_count++;
 				a->q_pushed++;
+				r->ticket = t.id = a->q_pushed;
+				t.epoch = a->link_epoch;
 				v->queued_bytes += r->charge;
 				v->queued++;
 				queued = true;
@@ -746,6 +752,21 @@ void rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, uint32_t len, cons
 		        "the write queue is full (%" PRIu64 " bytes): the hub is behind; writes "
 		        "are tracked in the dirty bitmap and resent later (congestion %u)",
 		        a->opts.queue_limit, congestions);
+	return t;
+}
+
+int rf_agent_vol_set_ack(struct rf_agent_vol *v, enum rf_agent_ack level, int timeout_ms,
+                         int poll_us)
+{
+	if ((level != RF_AGENT_ACK_ASYNC && level != RF_AGENT_ACK_DURABLE) || timeout_ms <= 0 ||
+	    poll_us < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&v->agent->lock);
+	v->ack = level;
+	v->ack_timeout_ms = timeout_ms;
+	v->ack_poll_us = poll_us;
+	pthread_mutex_unlock(&v->agent->lock);
+	return 0;
 }
 
 /* ---- status ------------------------------------------------------------ */
@@ -767,6 +788,10 @@ int rf_agent_vol_status(struct rf_agent_vol *v, struct rf_agent_vol_status *st)
 	st->connected = rfa_link_ctl_up(a->link);
 	st->attached = v->attached;
 	st->resent_bytes = v->resent_bytes;
+	st->ack = (uint8_t)v->ack;
+	st->ack_fallback = v->ack_fallback;
+	st->ack_fallbacks = v->ack_fallbacks;
+	st->ack_waits = v->ack_waits;
 	pthread_mutex_unlock(&a->lock);
 	st->dirty_bytes = rfa_dirty_bytes(v);
 	st->resend_bytes = rfa_resend_bytes(v);

@@ -69,6 +69,7 @@ struct rfa_rec {
 	size_t buf_size;   /* rf_ring_encode_buf_size(len) */
 	uint64_t charge;   /* bytes counted against the queue limit */
 	uint32_t done_len; /* loop-private: bytes already posted (a split record) */
+	uint64_t ticket;   /* a->q_pushed when it was queued */
 };
 
 /* An encoded record piece posted to the ring (loop-private). */
@@ -83,6 +84,7 @@ struct rfa_post {
 	struct rf_agent_vol *vol;
 	uint64_t c_first, c_last;
 	bool has_refs;
+	uint64_t ticket; /* the queued write it ends (its last piece), else 0 */
 };
 
 struct rf_agent_vol {
@@ -120,6 +122,13 @@ struct rf_agent_vol {
 	uint64_t queued_bytes;
 	uint32_t queued;
 	uint64_t resent_bytes; /* read back and posted by the agent's own resend */
+	enum rf_agent_ack ack; /* acknowledgement level (rf_agent_vol_set_ack) */
+	int ack_timeout_ms;
+	int ack_poll_us;
+	bool ack_fallback;      /* waiting for it failed: async until caught up */
+	uint64_t ack_mark;      /* q_pushed when it fell back: caught up once durable */
+	uint64_t ack_fallbacks; /* times it fell back */
+	uint64_t ack_waits;     /* writes acknowledged at the level */
 
 	/* Loop-private. */
 	bool trusted;         /* report bitmap_valid: valid at open, or the hub said protected */
@@ -242,7 +251,16 @@ struct rf_agent {
 	enum rfa_link_state link;
 	bool running; /* the loop thread runs: set by start, cleared at the loop's end */
 	uint64_t next_seq, durable_seq;
-	pthread_cond_t durable_cv; /* with lock: durable_seq or running changed (CLOCK_MONOTONIC) */
+	pthread_cond_t durable_cv; /* with lock: durable_seq, durable_ticket, link_epoch or running
+	                              changed (CLOCK_MONOTONIC) */
+	/* Acknowledgement tickets: queued writes are numbered (q_pushed) and
+	 * posted in that order, so "every ticket up to T is durable" is one
+	 * number. A teardown drops what was not durable (it becomes a resend):
+	 * the epoch moves on, and tickets of the old epoch above what was
+	 * durable then can never be acknowledged. */
+	uint64_t durable_ticket;  /* every ticket up to it is durable (this epoch) */
+	uint64_t link_epoch;      /* teardowns so far */
+	uint64_t epoch_confirmed; /* durable_ticket when the previous epoch ended */
 	uint64_t reconnects, records, record_bytes, sync_reads, resent_bytes, overflow_writes;
 	unsigned attaches;
 	uint64_t instance;         /* random at rf_agent_new, never 0: PROGRESS tells restarts */
@@ -364,7 +382,7 @@ int rfa_post_range(struct rf_agent *a, struct rf_agent_vol *v, uint64_t off, uin
 void rfa_posts_free_done(struct rfa_conn *c);
 /* Give up the records of a dead session: each carrying chunk references
  * that is not known durable becomes a resend. */
-void rfa_posts_to_resend(struct rfa_conn *c);
+void rfa_posts_to_resend(struct rf_agent *a);
 /* Some post is not known durable yet. */
 bool rfa_posts_pending(const struct rfa_conn *c);
 
@@ -390,7 +408,9 @@ void rfa_durable_upto(struct rf_agent *a, uint64_t seq);
 /* Every record before @seq is durable at the hub: raise durable_seq to @seq
  * (never lowers it) and, when it moved, wake rf_agent_wait_durable(). Takes
  * agent.lock; call with no lock held. Loop thread only. */
-void rfa_durable_advance(struct rf_agent *a, uint64_t seq);
+void rfa_durable_advance(struct rf_agent *a, uint64_t seq, uint64_t ticket);
+/* A volume in acknowledgement fallback that caught up returns to its level. */
+void rfa_ack_check_caught_up(struct rf_agent_vol *v, uint64_t resend_bytes);
 /* durable_seq or running changed (under agent.lock, now released): wake
  * rf_agent_wait_durable(). */
 void rfa_durable_wake(struct rf_agent *a);

@@ -47,6 +47,9 @@ static char *cfg_bitmap;
 static char *cfg_bitmap_dir;
 static const char *cfg_agent_id;
 static uint64_t cfg_queue_limit;
+static enum rf_agent_ack cfg_ack = RF_AGENT_ACK_ASYNC;
+static int cfg_ack_timeout_ms = 5000;
+static int cfg_poll_us;
 static char *cfg_psk_file;
 static char agent_id[RF_CTL_MAX_NAME + 1];
 
@@ -144,6 +147,34 @@ static int repagent_config(nbdkit_next_config *next, nbdkit_backend *nxdata, con
 			return -1;
 		}
 		cfg_queue_limit = (uint64_t)n;
+	} else if (strcmp(key, "repagent-ack") == 0) {
+		if (strcmp(value, "async") == 0) {
+			cfg_ack = RF_AGENT_ACK_ASYNC;
+		} else if (strcmp(value, "durable") == 0) {
+			cfg_ack = RF_AGENT_ACK_DURABLE;
+		} else if (strcmp(value, "landed") == 0) {
+			nbdkit_error(
+			    "repagent-ack=landed is not available yet: use async or durable "
+			    "(docs/DURABILITY.md)");
+			return -1;
+		} else {
+			nbdkit_error("repagent-ack '%s': async or durable", value);
+			return -1;
+		}
+	} else if (strcmp(key, "repagent-ack-timeout") == 0) {
+		if (nbdkit_parse_int("repagent-ack-timeout", value, &cfg_ack_timeout_ms) == -1)
+			return -1;
+		if (cfg_ack_timeout_ms < 1 || cfg_ack_timeout_ms > 3600000) {
+			nbdkit_error("repagent-ack-timeout must be 1 .. 3600000 ms");
+			return -1;
+		}
+	} else if (strcmp(key, "repagent-poll-us") == 0) {
+		if (nbdkit_parse_int("repagent-poll-us", value, &cfg_poll_us) == -1)
+			return -1;
+		if (cfg_poll_us < 0 || cfg_poll_us > 1000000) {
+			nbdkit_error("repagent-poll-us must be 0 .. 1000000");
+			return -1;
+		}
 	} else {
 		return next(nxdata, key, value);
 	}
@@ -227,7 +258,12 @@ static int repagent_config_complete(nbdkit_next_config_complete *next, nbdkit_ba
 	"repagent-psk-file=FILE     key file (mode 0600) with this agent's key: authenticate\n"    \
 	"                           to the hub (its psk_file) in both directions\n"                \
 	"repagent-queue-limit=SIZE  write data queued for the hub before writes are only\n"        \
-	"                           tracked in the bitmap (default 64M)"
+	"                           tracked in the bitmap (default 64M)\n"                         \
+	"repagent-ack=LEVEL         async (default: never wait for the hub) or durable (a\n"       \
+	"                           write completes once the hub made it durable: RPO 0)\n"        \
+	"repagent-ack-timeout=MS    durable: fall back to async when the hub does not make a\n"    \
+	"                           write durable within MS (default 5000)\n"                      \
+	"repagent-poll-us=US        durable: spin this long before sleeping (default 0)"
 
 static int repagent_get_ready(int thread_model)
 {
@@ -386,6 +422,7 @@ static struct fvol *fvol_add(nbdkit_backend *backend, int64_t size, const char *
 		             strerror(-rc));
 		goto out_free;
 	}
+	rf_agent_vol_set_ack(f->vol, cfg_ack, cfg_ack_timeout_ms, cfg_poll_us);
 	f->next = fvols;
 	fvols = f;
 	return f;
@@ -566,12 +603,14 @@ static int repagent_pwrite(nbdkit_next *next, void *handle, const void *buf, uin
                            uint64_t offset, uint32_t flags, int *err)
 {
 	struct handle *h = handle;
+	struct rf_agent_ticket t;
 	int r;
 
 	if (begin(h, count, offset, err))
 		return -1;
 	r = next->pwrite(next, buf, count, offset, flags, err);
-	rf_agent_write_end(h->fv->vol, offset, count, buf, RF_AGENT_WRITE, r != -1);
+	t = rf_agent_write_end(h->fv->vol, offset, count, buf, RF_AGENT_WRITE, r != -1);
+	rf_agent_write_ack(h->fv->vol, &t); /* repagent-ack: wait for the hub, or fall back */
 	return r;
 }
 
@@ -579,6 +618,7 @@ static int repagent_zero(nbdkit_next *next, void *handle, uint32_t count, uint64
                          uint32_t flags, int *err)
 {
 	struct handle *h = handle;
+	struct rf_agent_ticket t;
 	int r;
 
 	if (begin(h, count, offset, err))
@@ -586,7 +626,8 @@ static int repagent_zero(nbdkit_next *next, void *handle, uint32_t count, uint64
 	r = next->zero(next, count, offset, flags, err);
 	/* A failed zero (even a refused fast zero) leaves the range to be read
 	 * back: it may have changed part of it. */
-	rf_agent_write_end(h->fv->vol, offset, count, NULL, RF_AGENT_ZERO, r != -1);
+	t = rf_agent_write_end(h->fv->vol, offset, count, NULL, RF_AGENT_ZERO, r != -1);
+	rf_agent_write_ack(h->fv->vol, &t);
 	return r;
 }
 

@@ -383,7 +383,7 @@ void *rfa_loop_main(void *arg)
 		RF_WARN("agent", "stopping with records not durable at the hub; they stay dirty "
 		                 "in the bitmap");
 	teardown(a, "agent stopping", false);
-	rfa_posts_to_resend(c);
+	rfa_posts_to_resend(a);
 	n = atomic_load(&a->nvols);
 	for (unsigned i = 0; i < n; i++)
 		rfa_clear_pass(a->vols[i], true);

@@ -172,6 +172,8 @@ static int post_rec(struct rf_agent *a, struct rfa_rec *r)
 		rc = post_piece(a, &d, buf, blen, r->vol, cf, cl, &seq);
 		if (rc)
 			free(buf);
+		else
+			c->ptail->ticket = r->ticket;
 		return rc;
 	}
 	if (r->done_len == 0 && r->len <= c->max_payload) {
@@ -179,8 +181,10 @@ static int post_rec(struct rf_agent *a, struct rfa_rec *r)
 		d.length = r->len;
 		d.payload = r->buf + RF_RING_REC_HDR_SIZE; /* in place: no copy */
 		rc = post_piece(a, &d, r->buf, r->buf_size, r->vol, cf, cl, &seq);
-		if (!rc)
+		if (!rc) {
 			r->buf = NULL; /* owned by the post now */
+			c->ptail->ticket = r->ticket;
+		}
 		return rc;
 	}
 	while (r->done_len < r->len) {
@@ -204,6 +208,8 @@ static int post_rec(struct rf_agent *a, struct rfa_rec *r)
 			free(buf);
 			return rc;
 		}
+		if (lastp)
+			c->ptail->ticket = r->ticket;
 		r->done_len += n;
 	}
 	return 0;
@@ -449,8 +455,17 @@ void rfa_fab_events(struct rf_agent *a, int timeout_ms)
 
 /* Give up the records of a dead session: each carrying chunk references
  * that is not known durable becomes a resend. */
-void rfa_posts_to_resend(struct rfa_conn *c)
+void rfa_posts_to_resend(struct rf_agent *a)
 {
+	struct rfa_conn *c = &a->c;
+
+	/* The end of a link epoch: what is not durable now never will be as
+	 * the ticket it was queued under (docs/DURABILITY.md). */
+	pthread_mutex_lock(&a->lock);
+	a->epoch_confirmed = a->durable_ticket;
+	a->link_epoch++;
+	pthread_mutex_unlock(&a->lock);
+	rfa_durable_wake(a);
 	while (c->phead) {
 		struct rfa_post *p = c->phead;
 
@@ -505,7 +520,7 @@ void rfa_fab_attach(struct rf_agent *a)
 	 * (same ring only); the rest must be resent. */
 	if (c->phead && info.ring_id == c->ring_id)
 		rfa_durable_upto(a, info.pos.durable_seq);
-	rfa_posts_to_resend(c);
+	rfa_posts_to_resend(a);
 	c->ring_id = info.ring_id;
 	c->max_payload = rf_ring_max_payload(info.data_size);
 	c->durable_seq = info.pos.head_seq;

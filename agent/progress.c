@@ -16,7 +16,13 @@
 #include "repfabric/log.h"
 #include "repfabric/sockio.h"
 
-#define PROGRESS_MIN_MS 100  /* a changed PROGRESS waits at least this long */
+#define PROGRESS_MIN_MS 100 /* a changed PROGRESS waits at least this long */
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#else
+#define cpu_relax() __asm__ __volatile__("" ::: "memory")
+#endif
 #define PROGRESS_MAX_MS 1000 /* an unchanged one is sent this often */
 
 /* ---- PROGRESS -------------------------------------------------------------- */
@@ -100,6 +106,7 @@ void rfa_progress(struct rf_agent *a, bool force)
 		m.vols[i].resend_bytes = rfa_resend_bytes(v);
 		resend_total += m.vols[i].resend_bytes;
 		resync_track(v, m.vols[i].resend_bytes, m.vols[i].resent_bytes, now);
+		rfa_ack_check_caught_up(v, m.vols[i].resend_bytes);
 	}
 	if (m.nvols)
 		congestion_track(a, resend_total, now);
@@ -140,6 +147,7 @@ int64_t rfa_progress_timer(struct rf_agent *a)
 void rfa_durable_upto(struct rf_agent *a, uint64_t seq)
 {
 	struct rfa_conn *c = &a->c;
+	uint64_t ticket = 0;
 
 	if (seq > c->durable_seq)
 		c->durable_seq = seq;
@@ -149,10 +157,12 @@ void rfa_durable_upto(struct rf_agent *a, uint64_t seq)
 		p->released = true;
 		if (p->has_refs)
 			rfa_chunks_release(p->vol, p->c_first, p->c_last, false);
+		if (p->ticket > ticket)
+			ticket = p->ticket;
 	}
 	rfa_posts_free_done(c);
-	/* publish under agent.lock, then wake rf_agent_wait_durable() */
-	rfa_durable_advance(a, c->durable_seq);
+	/* publish under agent.lock, then wake the waiters */
+	rfa_durable_advance(a, c->durable_seq, ticket);
 }
 
 /*
@@ -169,14 +179,16 @@ void rfa_durable_wake(struct rf_agent *a)
 	pthread_cond_broadcast(&a->durable_cv);
 }
 
-void rfa_durable_advance(struct rf_agent *a, uint64_t seq)
+void rfa_durable_advance(struct rf_agent *a, uint64_t seq, uint64_t ticket)
 {
 	bool moved;
 
 	pthread_mutex_lock(&a->lock);
-	moved = seq > a->durable_seq;
-	if (moved)
+	moved = seq > a->durable_seq || ticket > a->durable_ticket;
+	if (seq > a->durable_seq)
 		a->durable_seq = seq;
+	if (ticket > a->durable_ticket)
+		__atomic_store_n(&a->durable_ticket, ticket, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&a->lock);
 	if (moved)
 		rfa_durable_wake(a);
@@ -220,5 +232,104 @@ int rf_agent_wait_durable(struct rf_agent *a, uint64_t seq, int timeout_ms)
 			wrc = pthread_cond_timedwait(&a->durable_cv, &a->lock, &dl);
 	}
 	pthread_mutex_unlock(&a->lock);
+	return rc;
+}
+
+/* ---- acknowledgement levels (docs/DURABILITY.md) ------------------------- */
+
+static void ack_fall_back(struct rf_agent_vol *v, const char *why)
+{
+	bool first;
+
+	pthread_mutex_lock(&v->agent->lock);
+	first = !v->ack_fallback;
+	v->ack_fallback = true;
+	if (first)
+		v->ack_fallbacks++;
+	v->ack_mark = v->agent->q_pushed;
+	pthread_mutex_unlock(&v->agent->lock);
+	if (first)
+		RF_WARN("agent",
+		        "volume %s: falling back from durable to async acknowledgements: %s; the "
+		        "dirty bitmap keeps what the hub has not made durable, and the volume "
+		        "returns to durable once caught up",
+		        v->name, why);
+}
+
+/* In fallback and caught up (attached, nothing to resend, no congestion,
+ * and every write queued up to the fallback durable): back to the volume's
+ * level. Loop thread, from PROGRESS. */
+void rfa_ack_check_caught_up(struct rf_agent_vol *v, uint64_t resend_bytes)
+{
+	struct rf_agent *a = v->agent;
+	bool back;
+
+	pthread_mutex_lock(&a->lock);
+	back = v->ack_fallback && v->attached && !a->congested && resend_bytes == 0 &&
+	       a->durable_ticket >= v->ack_mark;
+	if (back)
+		v->ack_fallback = false;
+	pthread_mutex_unlock(&a->lock);
+	if (back)
+		RF_INFO("agent", "volume %s: caught up: durable acknowledgements again", v->name);
+}
+
+/* Every ticket of @t's epoch up to @t->id is durable? (under agent.lock) */
+static int ticket_state(const struct rf_agent *a, const struct rf_agent_ticket *t)
+{
+	if (t->epoch == a->link_epoch)
+		return a->durable_ticket >= t->id ? 0 : -EAGAIN;
+	if (t->epoch + 1 == a->link_epoch && t->id <= a->epoch_confirmed)
+		return 0;
+	return -ECONNRESET;
+}
+
+int rf_agent_write_ack(struct rf_agent_vol *v, const struct rf_agent_ticket *t)
+{
+	struct rf_agent *a = v->agent;
+	struct timespec dl;
+	int64_t spin_until;
+	int rc, wrc = 0, timeout_ms, poll_us;
+
+	pthread_mutex_lock(&a->lock);
+	if (v->ack == RF_AGENT_ACK_ASYNC || v->ack_fallback || !t->must_ack) {
+		pthread_mutex_unlock(&a->lock);
+		return 0;
+	}
+	timeout_ms = v->ack_timeout_ms;
+	poll_us = v->ack_poll_us;
+	pthread_mutex_unlock(&a->lock);
+	if (t->id == 0) {
+		ack_fall_back(v, "a write could not be queued for the hub (not attached, or the "
+		                 "queue is full)");
+		return -EAGAIN;
+	}
+	/* A bounded spin first (repagent-poll-us): no sleep, no wake-up. */
+	spin_until = poll_us ? rf_now_us() + poll_us : 0;
+	while (spin_until && __atomic_load_n(&a->durable_ticket, __ATOMIC_ACQUIRE) < t->id &&
+	       rf_now_us() < spin_until)
+		cpu_relax();
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += timeout_ms / 1000;
+	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (dl.tv_nsec >= 1000000000L) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&a->lock);
+	while ((rc = ticket_state(a, t)) == -EAGAIN && a->running && wrc != ETIMEDOUT)
+		wrc = pthread_cond_timedwait(&a->durable_cv, &a->lock, &dl);
+	if (rc == 0)
+		v->ack_waits++;
+	pthread_mutex_unlock(&a->lock);
+	if (rc == 0)
+		return 0;
+	if (rc == -EAGAIN) {
+		rc = a->running ? -ETIMEDOUT : -ESHUTDOWN;
+		ack_fall_back(v, rc == -ETIMEDOUT ? "the hub did not make a write durable in time"
+		                                  : "the agent is stopping");
+	} else {
+		ack_fall_back(v, "the link to the hub broke before a write was durable");
+	}
 	return rc;
 }

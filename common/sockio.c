@@ -16,6 +16,14 @@ int64_t rf_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t rf_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int rf_wait_fd(int fd, short events, int64_t deadline)
 {
 	struct pollfd p = {.fd = fd, .events = events};

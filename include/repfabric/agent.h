@@ -91,16 +91,20 @@ struct rf_agent_vol_status {
 	char name[RF_CTL_MAX_NAME + 1];
 	uint32_t vol_id;
 	uint64_t size;
-	uint8_t state;         /* enum rf_vol_state, as the hub last reported it */
-	uint64_t synced_bytes; /* from the hub's last VOLUME_STATE */
-	uint64_t dirty_bytes;  /* bytes of chunks whose writes the hub has not made durable */
-	uint64_t queued_bytes; /* write data waiting to be posted */
-	uint32_t queued;       /* writes waiting to be posted */
-	bool connected;        /* the control channel is up */
-	bool attached;         /* the hub accepted the volume and the ring is attached */
-	bool bitmap_valid;     /* the bitmap was valid when the volume was added */
-	uint64_t resend_bytes; /* bytes of chunks waiting to be read back and resent */
-	uint64_t resent_bytes; /* bytes read back and resent by the agent so far */
+	uint8_t state;          /* enum rf_vol_state, as the hub last reported it */
+	uint64_t synced_bytes;  /* from the hub's last VOLUME_STATE */
+	uint64_t dirty_bytes;   /* bytes of chunks whose writes the hub has not made durable */
+	uint64_t queued_bytes;  /* write data waiting to be posted */
+	uint32_t queued;        /* writes waiting to be posted */
+	bool connected;         /* the control channel is up */
+	bool attached;          /* the hub accepted the volume and the ring is attached */
+	bool bitmap_valid;      /* the bitmap was valid when the volume was added */
+	uint64_t resend_bytes;  /* bytes of chunks waiting to be read back and resent */
+	uint64_t resent_bytes;  /* bytes read back and resent by the agent so far */
+	uint8_t ack;            /* enum rf_agent_ack: the level set for the volume */
+	bool ack_fallback;      /* a sync level fell back to async (docs/DURABILITY.md) */
+	uint64_t ack_fallbacks; /* times it fell back */
+	uint64_t ack_waits;     /* writes that waited for their level and got it */
 };
 
 struct rf_agent_status {
@@ -179,10 +183,48 @@ int rf_agent_write_begin(struct rf_agent_vol *v, uint64_t off, uint32_t len);
  * over its limit or the volume is not attached, leave the chunks for a
  * resend. A failed local write also leaves them for a resend (it may have
  * changed part of the range). Then release the range lock. Never waits for
- * the hub and never fails.
+ * the hub and never fails. Returns the write's ticket for
+ * rf_agent_write_ack().
  */
-void rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, uint32_t len, const void *buf,
-                        enum rf_agent_wtype type, bool ok);
+struct rf_agent_ticket rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, uint32_t len,
+                                          const void *buf, enum rf_agent_wtype type, bool ok);
+
+/*
+ * Acknowledgement levels (docs/DURABILITY.md): what a guest write waits for
+ * after rf_agent_write_end(), in rf_agent_write_ack().
+ */
+enum rf_agent_ack {
+	RF_AGENT_ACK_ASYNC = 0,   /* nothing: the hub is never waited for */
+	RF_AGENT_ACK_DURABLE = 2, /* the hub made the write's record durable (RPO 0) */
+};
+
+/* What rf_agent_write_end() did with a write, for rf_agent_write_ack(). */
+struct rf_agent_ticket {
+	uint64_t id;    /* queue ticket of its (last) record; 0 when not queued */
+	uint64_t epoch; /* the agent's link epoch when it was queued */
+	bool must_ack;  /* a write or zero that changed the disk: it must be replicated */
+};
+
+/*
+ * Set @v's level, the time a write may wait for it before the volume falls
+ * back to async (@timeout_ms > 0), and how long the writer spins on the
+ * durable position before it sleeps (@poll_us >= 0). Returns 0 or -EINVAL.
+ */
+int rf_agent_vol_set_ack(struct rf_agent_vol *v, enum rf_agent_ack level, int timeout_ms,
+                         int poll_us);
+
+/*
+ * After rf_agent_write_end(), before the guest's write completes: wait for
+ * @v's level. Returns 0 at once for async (or in fallback) and for a write
+ * with nothing to replicate; 0 when the write's record is durable; or,
+ * when it cannot be (not queued: the hub is unreachable or the queue full;
+ * the link to the hub broke before it was durable; no answer within the
+ * timeout), puts the volume in fallback (logged, counted; it returns to its
+ * level once caught up) and returns -EAGAIN, -ECONNRESET or -ETIMEDOUT.
+ * The write is then replicated later from the dirty bitmap. Never call it
+ * between rf_agent_write_begin() and rf_agent_write_end().
+ */
+int rf_agent_write_ack(struct rf_agent_vol *v, const struct rf_agent_ticket *t);
 
 /* Snapshot of one volume's / the agent's state. Return 0. */
 int rf_agent_vol_status(struct rf_agent_vol *v, struct rf_agent_vol_status *st);

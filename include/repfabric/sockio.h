@@ -15,6 +15,9 @@
 /* CLOCK_MONOTONIC in milliseconds. */
 int64_t rf_now_ms(void);
 
+/* CLOCK_MONOTONIC in microseconds. */
+int64_t rf_now_us(void);
+
 /* Wait until @fd is ready for @events (POLLIN/POLLOUT) or @deadline. */
 int rf_wait_fd(int fd, short events, int64_t deadline);
 

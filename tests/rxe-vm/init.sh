@@ -114,6 +114,24 @@ if in_root sh -c 'command -v ibv_devinfo' >/dev/null 2>&1; then
 	in_root ibv_devinfo -d rxe0
 fi
 
+# Emulated persistent memory (run.sh --nvdimm): make the NVDIMM a devdax
+# namespace the first time (the mode is stored on it), then wait for
+# /dev/dax0.0.
+if [ -e /dev/pmem0 ] || [ -e /sys/bus/nd/devices/region0 ]; then
+	if [ ! -e /dev/dax0.0 ]; then
+		in_root ndctl create-namespace -f -e namespace0.0 -m devdax >/dev/null ||
+			fail "ndctl could not make the NVDIMM a devdax namespace (Debian package ndctl)"
+	fi
+	i=0
+	until [ -c /dev/dax0.0 ]; do
+		i=$((i + 1))
+		[ $i -le 50 ] || fail "no /dev/dax0.0 within 5 s of the devdax namespace"
+		sleep 0.1
+	done
+	say "persistent memory: /dev/dax0.0 ($(cat /sys/bus/dax/devices/dax0.0/size 2>/dev/null) bytes)"
+	echo "RF_VM_DAX=/dev/dax0.0"
+fi
+
 # Memory registration pins pages: lift the locked-memory limit.
 # shellcheck disable=SC3045 # busybox ash has ulimit -l
 ulimit -l unlimited

@@ -32,9 +32,12 @@ PRINT=0
 # their dependencies are resolved with modprobe --show-depends below.
 # crc32_generic is explicit: rdma_rxe asks the crypto API for "crc32" and
 # nothing would load the provider (there is no modprobe in the initramfs).
-# virtio_blk and ext4 serve run.sh --drive (a guest disk with a file system).
+# virtio_blk and ext4 serve run.sh --drive (a guest disk with a file system);
+# nfit, nd_pmem, dax_pmem and device_dax serve run.sh --nvdimm (emulated
+# persistent memory as a devdax device).
 GUEST_MODULES=(virtio_pci virtio_net 9pnet_virtio 9p overlay crc32_generic
-	rdma_rxe ib_uverbs rdma_ucm dummy virtio_blk crc32c_generic ext4)
+	rdma_rxe ib_uverbs rdma_ucm dummy virtio_blk crc32c_generic ext4
+	nfit nd_pmem dax_pmem device_dax)
 
 log() { echo "[rxe-vm prepare] $*" >&2; }
 die() {

@@ -2,7 +2,8 @@
 # Run a host-built command inside a small qemu VM with real soft-RoCE
 # (rdma_rxe bound to eth0 = 10.0.2.15), booting Debian's own kernel.
 #
-#   tests/rxe-vm/run.sh [--timeout S] [--share DIR]... [--mem M] [--drive D]... -- CMD [ARGS...]
+#   tests/rxe-vm/run.sh [--timeout S] [--share DIR]... [--mem M] [--drive D]...
+#                       [--nvdimm FILE] [--pidfile FILE] -- CMD [ARGS...]
 #
 # The guest sees the host's / read-only (with a throw-away tmpfs overlay on
 # top) and runs CMD with the host's bash, in the same working directory and
@@ -21,6 +22,14 @@
 #   --drive D    attach a virtio disk (/dev/vda, /dev/vdb, ... in order): D
 #                is a raw image file, or nbd+unix:///?socket=SOCK (an NBD
 #                server on a unix socket, e.g. nbdkit).  Repeatable.
+#   --nvdimm FILE  give the guest an emulated NVDIMM backed by the host file
+#                FILE (created at 256 MiB when missing; a multiple of 2 MiB),
+#                made a devdax namespace on first use: the guest has
+#                /dev/dax0.0 (about 250 MiB), real persistent memory to
+#                libpmem and registrable for RDMA.  The namespace mode is
+#                stored on the NVDIMM, so a later boot on FILE finds its
+#                data again (a power cut = SIGKILL of qemu, see --pidfile).
+#   --pidfile FILE  qemu writes its pid there (to cut the power from the host)
 #
 # Exit status: CMD's own exit status, or
 #   124  the VM did not finish within --timeout (qemu killed)
@@ -37,6 +46,8 @@ TIMEOUT=${RF_VM_TIMEOUT:-300}
 MEM=1024
 SHARES=()
 DRIVES=()
+NVDIMM=
+PIDFILE=
 
 log() { echo "[rxe-vm] $*" >&2; }
 die() {
@@ -69,6 +80,16 @@ while [ $# -gt 0 ]; do
 	--drive)
 		[ $# -ge 2 ] || usage
 		DRIVES+=("$2")
+		shift 2
+		;;
+	--nvdimm)
+		[ $# -ge 2 ] || usage
+		NVDIMM=$2
+		shift 2
+		;;
+	--pidfile)
+		[ $# -ge 2 ] || usage
+		PIDFILE=$2
 		shift 2
 		;;
 	--)
@@ -198,6 +219,28 @@ for d in "${DRIVES[@]}"; do
 	esac
 done
 
+# Emulated persistent memory: a file-backed NVDIMM (docs/DURABILITY.md).
+machine=q35
+mem_opts=(-m "$MEM")
+nvdimm=()
+if [ -n "$NVDIMM" ]; then
+	case $NVDIMM in /*) ;; *) die "--nvdimm wants an absolute path, not '$NVDIMM'" ;; esac
+	[[ $NVDIMM != *,* ]] || die "--nvdimm: no commas in the path, please: $NVDIMM"
+	if [ ! -e "$NVDIMM" ]; then
+		truncate -s 256M "$NVDIMM" || die "--nvdimm: cannot create $NVDIMM"
+	fi
+	[ -f "$NVDIMM" ] || die "--nvdimm $NVDIMM: not a regular file"
+	nv_size=$(stat -c %s "$NVDIMM")
+	[ $((nv_size % (2 << 20))) = 0 ] && [ "$nv_size" -ge $((64 << 20)) ] ||
+		die "--nvdimm $NVDIMM: $nv_size bytes is not a multiple of 2 MiB of at least 64 MiB"
+	machine=q35,nvdimm=on
+	mem_opts=(-m "$MEM,slots=2,maxmem=$((MEM + nv_size / 1048576 + 1024))M")
+	nvdimm=(-object "memory-backend-file,id=pm0,share=on,mem-path=$NVDIMM,size=$nv_size,align=2M"
+		-device nvdimm,id=nv0,memdev=pm0)
+fi
+pidfile=()
+[ -z "$PIDFILE" ] || pidfile=(-pidfile "$PIDFILE")
+
 cmdline="console=ttyS0 quiet panic=-1 cryptomgr.notests"
 cmdline+=" no_timer_check tsc=reliable random.trust_cpu=on 8250.nr_uarts=1"
 cmdline+=" i8042.noaux i8042.nokbd i8042.nopnp"
@@ -208,11 +251,12 @@ t0=${EPOCHREALTIME/,/.}
 # console (kernel messages, rxe device, CMD's output) streams to stdout.
 timeout -k 5 "$TIMEOUT" qemu-system-x86_64 \
 	-nodefaults -no-user-config -display none -no-reboot \
-	-machine q35 "${accel_opts[@]}" -smp 2 -m "$MEM" \
+	-machine "$machine" "${accel_opts[@]}" -smp 2 "${mem_opts[@]}" \
 	-kernel "$RF_VM_KERNEL" -initrd "$RF_VM_INITRD" -append "$cmdline" \
 	-chardev "stdio,id=con0,signal=off,logfile=${RUN//,/,,}/console.log" -serial chardev:con0 \
 	-netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0 \
-	"${virtfs[@]}" ${drives[@]+"${drives[@]}"} </dev/null &
+	"${virtfs[@]}" ${drives[@]+"${drives[@]}"} ${nvdimm[@]+"${nvdimm[@]}"} \
+	${pidfile[@]+"${pidfile[@]}"} </dev/null &
 QPID=$!
 qrc=0
 wait "$QPID" || qrc=$?

@@ -148,20 +148,20 @@ static void test_advance_wakes(void **state)
 	waiter_start(&w5b, a, 5, 30000);
 	waiter_start(&w8, a, 8, -1);
 	usleep(20000);
-	rfa_durable_advance(a, 3);
+	rfa_durable_advance(a, 3, 0);
 	usleep(20000);
 	assert_false(atomic_load(&w5.done));
 	assert_false(atomic_load(&w5b.done));
 	assert_false(atomic_load(&w8.done));
-	rfa_durable_advance(a, 5);
+	rfa_durable_advance(a, 5, 0);
 	assert_int_equal(waiter_join(&w5, 10000), 0);
 	assert_int_equal(waiter_join(&w5b, 10000), 0);
 	usleep(20000);
 	assert_false(atomic_load(&w8.done));
 	/* never backwards */
-	rfa_durable_advance(a, 2);
+	rfa_durable_advance(a, 2, 0);
 	assert_int_equal(durable_seq(a), 5);
-	rfa_durable_advance(a, 100);
+	rfa_durable_advance(a, 100, 0);
 	assert_int_equal(waiter_join(&w8, 10000), 0);
 	assert_int_equal(durable_seq(a), 100);
 	assert_int_equal(rf_agent_wait_durable(a, 100, 0), 0);
@@ -177,7 +177,7 @@ static void test_stop_and_restart(void **state)
 
 	(void)state;
 	assert_int_equal(rf_agent_start(a), 0);
-	rfa_durable_advance(a, 10);
+	rfa_durable_advance(a, 10, 0);
 	for (int i = 0; i < 4; i++)
 		waiter_start(&w[i], a, 11 + (uint64_t)i, i % 2 ? -1 : 60000);
 	usleep(20000);
@@ -198,7 +198,7 @@ static void test_stop_and_restart(void **state)
 	waiter_start(&w[0], a, 11, -1);
 	usleep(20000);
 	assert_false(atomic_load(&w[0].done));
-	rfa_durable_advance(a, 11);
+	rfa_durable_advance(a, 11, 0);
 	assert_int_equal(waiter_join(&w[0], 10000), 0);
 	rf_agent_destroy(&a); /* stops */
 }
@@ -245,7 +245,7 @@ static void test_no_lost_wakeup(void **state)
 		assert_int_equal(pthread_create(&c[i].t, NULL, chaser_main, &c[i]), 0);
 	}
 	for (uint64_t s = 1; s <= STEPS; s++) {
-		rfa_durable_advance(a, s);
+		rfa_durable_advance(a, s, 0);
 		if (s % 64 == 0)
 			sched_yield();
 	}
