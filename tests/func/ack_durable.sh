@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Acknowledgement level `durable` (docs/DURABILITY.md), over tcp:// with
+# nbdkit + the repagent filter (repagent-ack=durable):
+#   1. nothing completed is lost: qemu-io writes 64 KiB to distinct slots,
+#      one at a time, and prints each write as it completes; the hub is
+#      SIGKILLed in the middle and then the agent too, with its bitmap
+#      deleted (the protected host is gone: nothing can be resent). Every
+#      write printed before the hub was killed is in the recovery image
+#      after the hub restarts alone. (With repagent-ack=async this check
+#      fails: RF_ACK_LEVEL=async shows it.)
+#   2. the hub stopped (SIGSTOP): guest writes keep completing (each waits
+#      at most repagent-ack-timeout), the volume falls back to async, and
+#      after SIGCONT it converges, returns to durable, and the replica is
+#      identical.
+. "$(dirname "$0")/lib.sh"
+
+rf_require nbdkit qemu-io cmp stdbuf jq
+[ -x "$RF_BIN/rephubd" ] || rf_fail "rephubd not built"
+filter=$RF_LIB/nbdkit-repagent-filter.so
+[ -f "$filter" ] || rf_fail "$filter not built"
+level=${RF_ACK_LEVEL:-durable}
+
+ctl_port=$(rf_free_port)
+data_port=$(rf_free_port)
+disk=$RF_TMP/disk.img
+recovery=$RF_TMP/state/vm1-disk0.img
+sock=$RF_TMP/nbd.sock
+uri="nbd+unix:///?socket=$sock"
+RF_HUB="127.0.0.1:$ctl_port"
+mkdir -p "$RF_TMP/state"
+cat >"$RF_TMP/hub.conf" <<CONF
+[hub]
+control = $RF_HUB
+data = tcp://127.0.0.1:$data_port
+state_dir = $RF_TMP/state
+ring_size = 16M
+
+[volume vm1-disk0]
+recovery = $recovery
+CONF
+head -c $((64 << 20)) /dev/urandom >"$disk"
+
+nhub=0
+start_hub() {
+	nhub=$((nhub + 1))
+	rf_spawn "hub$nhub" "$RF_BIN/rephubd" --config "$RF_TMP/hub.conf"
+	hub_pid=$RF_LAST_PID
+	rf_wait_port "$ctl_port" 20
+}
+nnbd=0
+start_nbdkit() {
+	nnbd=$((nnbd + 1))
+	rm -f "$sock"
+	rf_spawn "nbdkit$nnbd" nbdkit -f -v -U "$sock" --filter="$filter" file "$disk" \
+		repagent-hub="$RF_HUB" repagent-volume=vm1-disk0 repagent-bitmap="$RF_TMP/vm1.bitmap" \
+		repagent-ack="$level" repagent-ack-timeout=1000
+	nbd_pid=$RF_LAST_PID
+	rf_wait_for 20 "nbdkit socket" test -S "$sock"
+}
+synced() {
+	"$RF_BIN/repctl" --hub "$RF_HUB" wait vm1-disk0 --synced --timeout 90 >/dev/null ||
+		rf_fail "$1: not synced"
+}
+# qemu-io commands: write pattern (i % 250 + 1) to 64 KiB slot i, for i in [from, to).
+slot_writes() {
+	local i
+	for ((i = $1; i < $2; i++)); do
+		printf -- '-c\0write -P %d %d 64k\0' $((i % 250 + 1)) $((i * 65536))
+	done
+}
+
+rf_log "phase 1 ($level): hub killed under writes, then the agent; completed writes survive"
+start_hub
+start_nbdkit
+synced "initial sync"
+mapfile -d '' cmds < <(slot_writes 0 1000)
+rf_spawn writer stdbuf -oL qemu-io -f raw "${cmds[@]}" "$uri"
+writer_pid=$RF_LAST_PID
+rf_wait_for 30 "200 writes to complete" \
+	bash -c "[ \$(grep -c '^wrote' '$RF_TMP/writer.log') -ge 200 ]"
+# Kill, then count at once: a write that completes after the kill waited
+# for the 1 s ack timeout, so everything printed by the count completed
+# before the kill (at level async writes never wait: some of them are lost).
+kill -KILL "$hub_pid"
+completed=$(grep -c '^wrote' "$RF_TMP/writer.log")
+wait "$hub_pid" 2>/dev/null || true
+kill -KILL "$nbd_pid"
+wait "$nbd_pid" 2>/dev/null || true
+wait "$writer_pid" 2>/dev/null || true
+rm -f "$RF_TMP/vm1.bitmap"
+rf_log "$completed writes completed before the hub was killed"
+# The hub alone: it applies what its ring holds, then stops cleanly.
+start_hub
+kill -TERM "$hub_pid"
+wait "$hub_pid" 2>/dev/null || true
+python3 - "$recovery" "$completed" <<'PY' || rf_fail "a write that completed at level $level is missing"
+import sys
+img, n = open(sys.argv[1], "rb"), int(sys.argv[2])
+missing = []
+for i in range(n):
+    img.seek(i * 65536)
+    if img.read(65536) != bytes([i % 250 + 1]) * 65536:
+        missing.append(i)
+if missing:
+    print(f"{len(missing)} of {n} completed writes missing, first slots {missing[:10]}")
+    sys.exit(1)
+print(f"all {n} completed writes are in the recovery image")
+PY
+
+rf_log "phase 2: hub stopped under writes: fallback to async, then back to durable"
+# The protected disk and the replica diverged in phase 1 (the agent's
+# bitmap is gone): start over with a full sync.
+rm -rf "$RF_TMP/state"
+mkdir -p "$RF_TMP/state"
+start_hub
+start_nbdkit
+synced "phase 2 initial sync"
+kill -STOP "$hub_pid"
+mapfile -d '' cmds < <(slot_writes 0 40)
+# Each write waits at most the 1 s timeout; after the first fallback none waits.
+qemu-io -f raw "${cmds[@]}" "$uri" >"$RF_TMP/qemu-io.log" || rf_fail "guest writes failed"
+grep -q "falling back from durable to async" "$RF_TMP/nbdkit$nnbd.log" ||
+	rf_fail "the volume did not fall back while the hub was stopped"
+kill -CONT "$hub_pid"
+rf_wait_for 60 "the volume to return to durable acknowledgements" \
+	grep -q "caught up: durable acknowledgements again" "$RF_TMP/nbdkit$nnbd.log"
+mapfile -d '' cmds < <(slot_writes 100 140)
+qemu-io -f raw "${cmds[@]}" "$uri" >"$RF_TMP/qemu-io.log" || rf_fail "guest writes failed"
+synced "after SIGCONT"
+cmp "$disk" "$recovery" || rf_fail "recovery image differs from the disk"
+rf_log "PASS: durable acknowledgements (nothing completed lost; fallback and return)"
