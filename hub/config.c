@@ -68,6 +68,8 @@ static int set_psk_file(const struct cfg_key *k, const char *val, void *dst, cha
 static int set_opt_name(const struct cfg_key *k, const char *val, void *dst, char *why,
                         size_t whylen);
 static int set_count(const struct cfg_key *k, const char *val, void *dst, char *why, size_t whylen);
+static int set_durability(const struct cfg_key *k, const char *val, void *dst, char *why,
+                          size_t whylen);
 
 #define HUB_STR(f) offsetof(struct hub_config, f), sizeof(((struct hub_config *)0)->f)
 #define HUB_NUM(f) offsetof(struct hub_config, f), 0
@@ -91,6 +93,7 @@ static const struct cfg_key keys[] = {
     {"handshake_timeout", SEC_HUB, "5s", 100, 300 * 1000, 0, HUB_NUM(handshake_timeout_ms),
      set_duration},
     {"max_pending", SEC_HUB, "64", 1, 65536, 0, HUB_NUM(max_pending), set_count},
+    {"durability", SEC_HUB, "auto", 0, 0, 0, HUB_NUM(durability), set_durability},
     {"recovery", SEC_VOLUME, NULL, 0, 0, 0, VOL_STR(recovery), set_image},
     {"journal_time", SEC_VOLUME, "0", 0, 365 * DAY_MS, 0, VOL_NUM(journal_time_ms), set_duration},
     {"journal_size", SEC_VOLUME, "1G", SIZE_1M, SIZE_1T, 1, VOL_NUM(journal_size), set_size},
@@ -530,6 +533,27 @@ big:
 	return -EINVAL;
 bad:
 	snprintf(why, whylen, "'%s' is not a duration (digits with ms, s, m, h or d)", val);
+	return -EINVAL;
+}
+
+const char *hub_durability_name(enum hub_durability d)
+{
+	return d == HUB_DURABLE_PMEM ? "pmem" : d == HUB_DURABLE_APPLY ? "apply" : "auto";
+}
+
+static int set_durability(const struct cfg_key *k, const char *val, void *dst, char *why,
+                          size_t whylen)
+{
+	static const enum hub_durability all[] = {HUB_DURABLE_AUTO, HUB_DURABLE_PMEM,
+	                                          HUB_DURABLE_APPLY};
+
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		if (strcmp(val, hub_durability_name(all[i])) == 0) {
+			*(uint64_t *)((char *)dst + k->off) = all[i];
+			return 0;
+		}
+	}
+	snprintf(why, whylen, "'%s' is not auto, pmem or apply", val);
 	return -EINVAL;
 }
 

@@ -26,6 +26,16 @@ struct hub_vol_config {
 	int seen_line[32];
 };
 
+/* Where a record becomes durable (docs/DURABILITY.md). */
+enum hub_durability {
+	HUB_DURABLE_AUTO = 0, /* in the ring when libpmem says it is pmem, else applied */
+	HUB_DURABLE_PMEM,     /* in the ring, always (hardware libpmem cannot detect) */
+	HUB_DURABLE_APPLY,    /* applied to the image or journal and synced */
+};
+
+/* "auto", "pmem", "apply". */
+const char *hub_durability_name(enum hub_durability d);
+
 struct hub_config {
 	char path[PATH_MAX]; /* the file, as given */
 	char control[256];   /* HOST:PORT of the control channel */
@@ -40,6 +50,7 @@ struct hub_config {
 	char psk_file[PATH_MAX];       /* the control channel's keys; "" = no authentication */
 	uint64_t handshake_timeout_ms; /* an unproven connection is closed after this */
 	uint64_t max_pending;          /* unproven connections held per listener */
+	uint64_t durability;           /* enum hub_durability */
 
 	struct hub_vol_config *vols;
 	size_t nvols;

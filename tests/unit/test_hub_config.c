@@ -151,6 +151,54 @@ static void test_defaults(void **state)
 	hub_config_free(&cfg);
 }
 
+/* handshake_timeout, max_pending, durability: defaults, values, refusals. */
+static void test_admission_and_durability(void **state)
+{
+	static const struct {
+		const char *line, *err;
+	} bad[] = {
+	    {"handshake_timeout = 50ms", "'50ms' is out of bounds (100ms..300s)"},
+	    {"handshake_timeout = 301s", "'301s' is out of bounds (100ms..300s)"},
+	    {"handshake_timeout = soon", "'soon' is not a duration (digits with ms, s, m, h or d)"},
+	    {"max_pending = 0", "'0' is out of bounds (1..65536)"},
+	    {"max_pending = 65537", "'65537' is out of bounds (1..65536)"},
+	    {"max_pending = 64k", "'64k' is not a whole number"},
+	    {"durability = fast", "'fast' is not auto, pmem or apply"},
+	};
+	struct hub_config cfg;
+	char text[4096], want[256];
+
+	(void)state;
+	snprintf(text, sizeof(text), "[hub]\nstate_dir = %s\n", dir);
+	assert_int_equal(load(&cfg, text), 0);
+	assert_int_equal(cfg.handshake_timeout_ms, 5000);
+	assert_int_equal(cfg.max_pending, 64);
+	assert_int_equal(cfg.durability, HUB_DURABLE_AUTO);
+	hub_config_free(&cfg);
+	snprintf(text, sizeof(text),
+	         "[hub]\nstate_dir = %s\nhandshake_timeout = 1500ms\nmax_pending = 7\n"
+	         "durability = pmem\n",
+	         dir);
+	assert_int_equal(load(&cfg, text), 0);
+	assert_int_equal(cfg.handshake_timeout_ms, 1500);
+	assert_int_equal(cfg.max_pending, 7);
+	assert_int_equal(cfg.durability, HUB_DURABLE_PMEM);
+	assert_string_equal(hub_durability_name(cfg.durability), "pmem");
+	hub_config_free(&cfg);
+	snprintf(text, sizeof(text), "[hub]\nstate_dir = %s\ndurability = apply\n", dir);
+	assert_int_equal(load(&cfg, text), 0);
+	assert_int_equal(cfg.durability, HUB_DURABLE_APPLY);
+	hub_config_free(&cfg);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "[hub]\nstate_dir = %s\n%s\n", dir, bad[i].line);
+		assert_int_equal(load(&cfg, text), -EINVAL);
+		snprintf(want, sizeof(want), "3: key '%.*s' in [hub]: %s",
+		         (int)strcspn(bad[i].line, " "), bad[i].line, bad[i].err);
+		expect_error(&cfg, want);
+		hub_config_free(&cfg);
+	}
+}
+
 static void test_unknown_key(void **state)
 {
 	struct hub_config cfg;
@@ -528,6 +576,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_good),
 	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_admission_and_durability),
 	    cmocka_unit_test(test_unknown_key),
 	    cmocka_unit_test(test_bad_address),
 	    cmocka_unit_test(test_bad_url),
