@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "hub.h"
+#include "ctl_auth.h"
+#include "ctl_server.h"
+#include "handlers.h"
+#include "volstate.h"
 #include "repfabric/log.h"
 
 #define SUBSYS "auth"

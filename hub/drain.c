@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Drain: apply the records of an agent's ring to the recovery images, or
- * append them to the volumes' journals (pit.c) that apply them later.
+ * Engine: drain an agent's ring (drain.h). Each record is applied by
+ * apply.c: to the recovery image, or appended to the volume's journal that
+ * applies it later.
  *
  * A batch peeks and applies records in sequence order, advancing the
  * in-memory head; then every touched image is fdatasync'ed, the head is
@@ -24,7 +25,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "hub.h"
+#include "apply.h"
+#include "drain.h"
 #include "repfabric/log.h"
 
 #define SUBSYS "drain"
@@ -51,7 +53,7 @@ static int check_record(struct agent *a, const struct rf_ring_record *r, bool li
 	}
 	v = volume_by_vol_id(a, r->volume_id, live);
 	if (!v) {
-		/* A volume failed over away from this agent: dropped by pit_record. */
+		/* A volume failed over away from this agent: its records are dropped. */
 		v = volume_by_vol_id(a, r->volume_id, false);
 		if (v && !v->failed_over)
 			v = NULL;
@@ -71,17 +73,6 @@ static int check_record(struct agent *a, const struct rf_ring_record *r, bool li
 	return 0;
 }
 
-void drain_publish(struct agent *a)
-{
-	struct rf_fab_position pos;
-
-	if (!a->peer)
-		return;
-	pos.durable_pos = pos.head_pos = a->durable_pos;
-	pos.durable_seq = pos.head_seq = a->durable_seq;
-	rf_fab_publish(a->peer, &pos); /* -ENOTCONN: a DETACHED event follows */
-}
-
 /* Make the applied records durable: sync the images, then persist the head. */
 static int commit(struct agent *a)
 {
@@ -95,7 +86,7 @@ static int commit(struct agent *a)
 		 * hold up the other agents' durability. */
 		if (!v->touched || v->fd < 0 || v->owner != a)
 			continue;
-		rc = pit_commit(v);
+		rc = apply_commit(v->fd, v->jr);
 		if (rc) {
 			agent_set_error(a, "fdatasync of %s (or its journal) failed: %s",
 			                v->cfg->recovery, strerror(-rc));
@@ -113,13 +104,11 @@ static int commit(struct agent *a)
 		return rc;
 	}
 	rf_ring_head(a->ring, &a->durable_pos, &a->durable_seq);
-	sync_on_durable(a);
-	drain_publish(a);
 	return 0;
 }
 
 static void invalid_record(struct agent *a, enum drain_mode mode, uint64_t seq, const char *what,
-                           struct volume *v)
+                           struct volume *v, struct drain_result *res)
 {
 	if (!(a->stop_invalid && a->invalid_seq == seq)) {
 		RF_ERR(SUBSYS, "agent %s: %s", a->id, what);
@@ -131,10 +120,26 @@ static void invalid_record(struct agent *a, enum drain_mode mode, uint64_t seq, 
 		a->invalid_seq = seq;
 	}
 	if (mode == DRAIN_LIVE && a->peer)
-		session_fence(a, "invalid record in the ring");
+		res->fence = true;
 }
 
-int drain_agent(struct agent *a, enum drain_mode mode)
+/*
+ * A volume failed over away from this agent: its records are dropped
+ * (counted, logged once). True when @r is one of them.
+ */
+static bool dropped_after_failover(struct volume *v, const struct rf_ring_record *r)
+{
+	if (!v->failed_over)
+		return false;
+	if (v->dropped_records++ == 0)
+		RF_WARN("pit",
+		        "volume %s: failed over at seq %" PRIu64 "; refusing its former "
+		        "owner's records for it (seq %" PRIu64 " and later are dropped)",
+		        v->cfg->name, v->failover_seq, r->seq);
+	return true;
+}
+
+int drain_batch(struct agent *a, enum drain_mode mode, struct drain_result *res)
 {
 	struct hub *h = a->hub;
 	uint64_t bytes = 0;
@@ -142,6 +147,7 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 	bool skipped = false;
 	int rc = 0;
 
+	memset(res, 0, sizeof(*res));
 	a->need_drain = false;
 	if (!a->ring || a->ring_broken)
 		return 0;
@@ -165,7 +171,7 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 				         " was announced as landed but is not "
 				         "valid: %s: %s",
 				         hseq, rf_ring_status_name(vd.status), vd.reason);
-				invalid_record(a, mode, hseq, what, NULL);
+				invalid_record(a, mode, hseq, what, NULL, res);
 			}
 			break;
 		}
@@ -174,7 +180,7 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 			    what, sizeof(what),
 			    "invalid record seq %" PRIu64 " (%s, vol_id %u, %" PRIu64 "+%u): %s",
 			    r.seq, rf_ring_type_name(r.type), r.volume_id, r.offset, r.length, why);
-			invalid_record(a, mode, r.seq, what, v);
+			invalid_record(a, mode, r.seq, what, v, res);
 			/* Refused once, refused for good: a producer's record is never
 			 * judged again under a later vol_id mapping. (Its bytes are
 			 * lost to the replica: a producer that writes such a record
@@ -185,11 +191,12 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 			}
 			break;
 		}
-		if (v->fd < 0) {
+		if (v->fd < 0)
 			rc = -EBADF;
-		} else {
-			rc = pit_record(v, &r); /* the journal, or the image */
-		}
+		else if (dropped_after_failover(v, &r))
+			rc = 0;
+		else
+			rc = apply_record(v->fd, v->jr, &r, hub_wall_ms());
 		if (rc) {
 			agent_set_error(a, "cannot apply record seq %" PRIu64 " to %s: %s", r.seq,
 			                v->cfg->recovery, strerror(-rc));
@@ -229,6 +236,7 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 			a->drain_retry_at = hub_now_ms() + 1000;
 			return crc;
 		}
+		res->durable = true;
 		RF_DEBUG(SUBSYS, "agent %s: applied %u record(s), durable seq %" PRIu64, a->id, n,
 		         a->durable_seq);
 	} else if (skipped) {
@@ -248,6 +256,7 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 		a->need_drain = true;
 		h->more_work = true;
 	}
+	res->applied = n;
 	return (int)n;
 }
 
@@ -281,12 +290,4 @@ int drain_discard_invalid(struct agent *a)
 		return rc;
 	rf_ring_head(a->ring, &a->durable_pos, &a->durable_seq);
 	return 1;
-}
-
-void drain_all(struct hub *h)
-{
-	for (struct agent *a = h->agents; a; a = a->next) {
-		if (a->need_drain)
-			drain_agent(a, a->peer ? DRAIN_LIVE : DRAIN_OFFLINE);
-	}
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The rephubd event loop. One thread, one epoll set:
+ * Loop layer: the rephubd event loop (hub.h). One thread, one epoll set:
  *
  *   signalfd   SIGTERM/SIGINT -> orderly stop
  *   timerfd    every HUB_TICK_MS: heartbeats, idle and sync timeouts, sync
@@ -12,7 +12,9 @@
  *
  * Each turn: handle the ready fds, reap fabric events (always, since a
  * fence queues a DETACHED without making the fd readable), drain the rings
- * that have news, send the SYNC_READs pacing allows, free dead connections.
+ * that have news (drain_agent: the drain returns what it did, then the sync
+ * engine hears of it and the position is published), send the SYNC_READs
+ * pacing allows, free dead connections.
  */
 #include <errno.h>
 #include <signal.h>
@@ -31,14 +33,6 @@
 
 #define SUBSYS "hub"
 
-int64_t hub_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int hub_ep_add(struct hub *h, int fd, uint32_t events, struct ev_src *src)
 {
 	struct epoll_event ev = {.events = events, .data.ptr = src};
@@ -56,11 +50,6 @@ int hub_ep_mod(struct hub *h, int fd, uint32_t events, struct ev_src *src)
 void hub_ep_del(struct hub *h, int fd)
 {
 	epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
-}
-
-uint64_t hub_new_req_id(struct hub *h)
-{
-	return HUB_REQ_HUB_BIT | ++h->next_req;
 }
 
 /* mkdir -p for one directory whose parent may not exist. */
@@ -105,6 +94,15 @@ static int setup_state_dir(struct hub *h)
 	if (rc)
 		RF_ERR(SUBSYS, "cannot create the state directory %s: %s", sd, strerror(-rc));
 	return rc;
+}
+
+/* Every ring with news; drain_agent tells the sync engine and the producer. */
+static void drain_all(struct hub *h)
+{
+	for (struct agent *a = h->agents; a; a = a->next) {
+		if (a->need_drain)
+			drain_agent(a, a->peer ? DRAIN_LIVE : DRAIN_OFFLINE);
+	}
 }
 
 static int setup_signals(struct hub *h)
@@ -314,6 +312,7 @@ void hub_fini(struct hub *h)
 	rf_fab_listener_close(&h->fab);
 	h->fab_fd = -1;
 	volumes_fini(h);
+	status_fini(h);
 	auth_fini(h);
 	while (h->agents) {
 		struct agent *a = h->agents;

@@ -2,7 +2,10 @@
 /*
  * Writing ring-record effects into a raw image file: DATA pwrite, ZERO
  * (FALLOC_FL_ZERO_RANGE, else punch hole, else zeroes), TRIM (punch hole
- * with KEEP_SIZE, else as ZERO). Used by the drain and the journal.
+ * with KEEP_SIZE, else as ZERO). Used by apply.c and the journal.
+ *
+ * Layers (the map is in base.h): base < storage < state < engines <
+ * protocol < loop. This one: storage, the bottom.
  */
 #ifndef REPHUB_IMAGE_IO_H
 #define REPHUB_IMAGE_IO_H

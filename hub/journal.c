@@ -724,17 +724,13 @@ int journal_drop_after(struct journal *j, uint64_t seq)
 
 /* ---- views ------------------------------------------------------------- */
 
-int journal_read(struct journal *j, int img_fd, uint64_t seq, uint64_t offset, void *buf,
-                 uint32_t len)
+int journal_overlay(struct journal *j, uint64_t seq, uint64_t offset, void *buf, uint32_t len)
 {
 	uint8_t *out = buf;
 	int rc;
 
 	if (j->have_applied && seq < j->applied_seq)
 		return -ERANGE;
-	rc = image_pread_all(img_fd, buf, len, offset);
-	if (rc)
-		return rc;
 	for (size_t i = j->head; i < j->n; i++) {
 		const struct journal_entry *e = &j->ents[i];
 		uint64_t lo, hi;
@@ -755,6 +751,17 @@ int journal_read(struct journal *j, int img_fd, uint64_t seq, uint64_t offset, v
 		}
 	}
 	return 0;
+}
+
+int journal_read(struct journal *j, int img_fd, uint64_t seq, uint64_t offset, void *buf,
+                 uint32_t len)
+{
+	int rc;
+
+	if (j->have_applied && seq < j->applied_seq)
+		return -ERANGE;
+	rc = image_pread_all(img_fd, buf, len, offset);
+	return rc ? rc : journal_overlay(j, seq, offset, buf, len);
 }
 
 int journal_point_at(const struct journal *j, int64_t time_ms, uint64_t *seq)

@@ -21,6 +21,10 @@
  *   40 u32 crc32c(header with this field 0, then payload)  44..63 zero
  *
  * Single-threaded, like the rest of rephubd. Functions return 0 or -errno.
+ *
+ * Layers (the map is in base.h): base < storage < state < engines <
+ * protocol < loop. This one: storage. Uses image_io.h only; apply.h
+ * decides what is journaled.
  */
 #ifndef REPHUB_JOURNAL_H
 #define REPHUB_JOURNAL_H
@@ -132,6 +136,13 @@ int journal_drop_after(struct journal *j, uint64_t seq);
  */
 int journal_read(struct journal *j, int img_fd, uint64_t seq, uint64_t offset, void *buf,
                  uint32_t len);
+
+/*
+ * Lay every retained entry with seq <= @seq, in order, over @buf, which
+ * holds [@offset, +@len) of the image (the journal link of a test view's
+ * read chain, apply.h). -ERANGE if @seq is older than the image's point.
+ */
+int journal_overlay(struct journal *j, uint64_t seq, uint64_t offset, void *buf, uint32_t len);
 
 /*
  * The newest point at or before @time_ms. -ERANGE if older than the image's

@@ -71,7 +71,7 @@ struct agent_metric {
 
 /* clang-format off */
 static struct mval v_size(const struct volume *v, const struct vol_calc *c) { return U(v->size); }
-static struct mval v_synced(const struct volume *v, const struct vol_calc *c) { return U(sync_synced_bytes(v)); }
+static struct mval v_synced(const struct volume *v, const struct vol_calc *c) { return U(volume_synced_bytes(v)); }
 static struct mval v_connected(const struct volume *v, const struct vol_calc *c) { return U(agent_live(v->owner)); }
 static struct mval v_caught_up(const struct volume *v, const struct vol_calc *c) { return U(status_volume_caught_up(v)); }
 static struct mval v_durable_seq(const struct volume *v, const struct vol_calc *c) { return U(v->owner ? v->owner->durable_seq : 0); }

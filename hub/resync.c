@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Incremental resync, as the hub sees it (docs/ARCHITECTURE.md, "Recovery
+ * Engine: incremental resync, as the hub sees it (resync.h) (docs/ARCHITECTURE.md, "Recovery
  * rules"; docs/HUB.md, "Resync").
  *
  * The agent resends its bitmap-dirty regions by itself (read back under the
@@ -20,7 +20,7 @@
  */
 #include <inttypes.h>
 
-#include "hub.h"
+#include "resync.h"
 #include "repfabric/log.h"
 
 #define SUBSYS "resync"

@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Agents and their sessions.
+ * Protocol layer: agents' sessions (session.h); the agents themselves are
+ * agent.c's. HELLO and PROGRESS are handled here (handlers.h).
  *
- * An agent (by id) is known from its first HELLO, from a state file that
- * names it as a volume's owner, or from a ring file left in ring_dir.
- * Its ring stays mapped for the life of the hub. A control session runs
+ * A control session runs
  * from HELLO to the close of that connection (or its replacement by a newer
  * one); during it the agent may attach its data path with the session's
  * token, as often as it needs to: each attach drains the ring and starts a
@@ -22,96 +21,43 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "hub.h"
+#include "ctl_server.h"
+#include "handlers.h"
+#include "points.h"
 #include "repfabric/log.h"
+#include "resync.h"
+#include "session.h"
+#include "sync.h"
 
 #define SUBSYS            "session"
 #define ATTACH_PENDING_MS 10000
 
-struct agent *agent_find(struct hub *h, const char *id)
-{
-	for (struct agent *a = h->agents; a; a = a->next)
-		if (strcmp(a->id, id) == 0)
-			return a;
-	return NULL;
-}
-
-struct agent *agent_get(struct hub *h, const char *id)
-{
-	struct agent *a = agent_find(h, id), **tail;
-
-	if (a)
-		return a;
-	if (!rf_ctl_name_ok(id))
-		return NULL;
-	a = calloc(1, sizeof(*a));
-	if (!a)
-		return NULL;
-	a->hub = h;
-	strcpy(a->id, id);
-	if ((size_t)snprintf(a->ring_path, sizeof(a->ring_path), "%s/%s.ring", h->rings_dir, id) >=
-	    sizeof(a->ring_path)) {
-		free(a);
-		return NULL;
-	}
-	for (tail = &h->agents; *tail; tail = &(*tail)->next)
-		;
-	*tail = a;
-	return a;
-}
-
-/* Its control connection is up (a closed one ends the session at ctl_reap). */
-bool agent_live(const struct agent *a)
-{
-	return a && a->conn && !a->conn->dead;
-}
-
-void agent_set_error(struct agent *a, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(a->last_error, sizeof(a->last_error), fmt, ap);
-	va_end(ap);
-}
-
 int agent_open_ring(struct agent *a)
 {
-	int rc;
+	int rc = agent_ring_open(a, false);
 
-	if (a->ring)
-		return 0;
-	rc = access(a->ring_path, F_OK) == 0 ? rf_ring_open(&a->ring, a->ring_path) : -ENOENT;
 	if (rc == -ENOENT) {
 		/* Its sequences start over: the journals go first, so a crash
 		 * in between leaves no new ring beside an old journal. */
 		rc = pit_ring_new(a);
 		if (!rc)
-			rc = rf_ring_create(&a->ring, a->ring_path, a->hub->cfg->ring_size);
-		if (!rc)
-			RF_INFO(SUBSYS, "agent %s: created ring %s (%" PRIu64 " bytes of data)",
-			        a->id, a->ring_path, a->hub->cfg->ring_size);
-	} else if (!rc) {
-		RF_INFO(SUBSYS, "agent %s: opened ring %s (%" PRIu64 " bytes of data)", a->id,
-		        a->ring_path, rf_ring_data_size(a->ring));
-		if (rf_ring_data_size(a->ring) != a->hub->cfg->ring_size)
-			RF_INFO(SUBSYS,
-			        "agent %s: the ring keeps its size; ring_size applies to new rings",
-			        a->id);
+			rc = agent_ring_open(a, true);
 	}
-	if (rc) {
-		a->ring_broken = true;
-		agent_set_error(a, "cannot open ring %s: %s", a->ring_path, strerror(-rc));
-		RF_ERR(SUBSYS, "agent %s: cannot open or create ring %s: %s%s", a->id, a->ring_path,
-		       strerror(-rc),
-		       rc == -EBADMSG ? " (the header is damaged; move the file aside to start "
-		                        "over with a full sync)"
-		                      : "");
-		return rc;
+	return rc ? agent_ring_failed(a, rc) : 0;
+}
+
+int drain_agent(struct agent *a, enum drain_mode mode)
+{
+	struct drain_result res;
+	int n = drain_batch(a, mode, &res);
+
+	if (res.fence)
+		session_fence(a, "invalid record in the ring");
+	if (res.durable) {
+		sync_on_durable(a);
+		agent_publish(a);
 	}
-	a->ring_broken = false;
-	rf_ring_head(a->ring, &a->durable_pos, &a->durable_seq);
-	return 0;
+	return n;
 }
 
 /* Apply everything the ring holds, with no producer attached. */
@@ -188,6 +134,27 @@ void session_fence(struct agent *a, const char *why)
 	a->hub->more_work = true;
 }
 
+/* @a's session ended: the volumes it reported are disconnected. */
+static void volumes_disconnected(struct agent *a)
+{
+	struct hub *h = a->hub;
+
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct volume *v = &h->vols[i];
+
+		if (v->owner != a || !v->reported)
+			continue;
+		if (v->sync.active)
+			RF_INFO("volume",
+			        "volume %s: initial sync interrupted; it restarts when the "
+			        "agent is back",
+			        v->cfg->name);
+		sync_stop(v);
+		v->reported = false;
+		volume_set_state(v, RF_VOL_DISCONNECTED, false);
+	}
+}
+
 /* The control session ends: the data path goes with it. */
 static void session_end(struct agent *a, const char *why)
 {
@@ -203,7 +170,7 @@ static void session_end(struct agent *a, const char *why)
 	a->conn = NULL;
 	a->have_progress = false;
 	drain_fully(a);
-	volume_agent_gone(a);
+	volumes_disconnected(a);
 }
 
 void session_conn_closed(struct ctl_conn *c)

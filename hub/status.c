@@ -187,16 +187,14 @@ struct rate_est {
 	uint64_t bps, window_ms;
 };
 
-static struct rate_win *rate_wins;
-static size_t nrate_wins;
-
 /* @v's window; with @claim, a free or new one if it has none (else NULL). */
 static struct rate_win *rate_win_of(const struct volume *v, bool claim)
 {
+	struct hub *h = v->hub;
 	struct rate_win *w, *free_w = NULL;
 
-	for (size_t i = 0; i < nrate_wins; i++) {
-		w = &rate_wins[i];
+	for (size_t i = 0; i < h->nrate_wins; i++) {
+		w = &h->rate_wins[i];
 		if (strcmp(w->name, v->cfg->name) == 0)
 			return w;
 		if (w->kind == RATE_NONE && !free_w)
@@ -205,11 +203,11 @@ static struct rate_win *rate_win_of(const struct volume *v, bool claim)
 	if (!claim)
 		return NULL;
 	if (!free_w) {
-		w = realloc(rate_wins, (nrate_wins + 1) * sizeof(*w));
+		w = realloc(h->rate_wins, (h->nrate_wins + 1) * sizeof(*w));
 		if (!w)
 			return NULL;
-		rate_wins = w;
-		free_w = &rate_wins[nrate_wins++];
+		h->rate_wins = w;
+		free_w = &h->rate_wins[h->nrate_wins++];
 	}
 	memset(free_w, 0, sizeof(*free_w));
 	snprintf(free_w->name, sizeof(free_w->name), "%s", v->cfg->name);
@@ -392,7 +390,7 @@ static void resync_json(struct sb *b, const struct volume *v, int64_t now)
 static void volume_json(struct sb *b, const struct volume *v, int64_t now)
 {
 	const struct agent *a = v->owner;
-	uint64_t synced = sync_synced_bytes(v), lag_recs = 0, lag_bytes = 0;
+	uint64_t synced = volume_synced_bytes(v), lag_recs = 0, lag_bytes = 0;
 	double fill = 0;
 
 	if (a) {
@@ -576,6 +574,13 @@ void status_agent_lag(const struct agent *a, uint64_t *recs, uint64_t *bytes)
 bool status_volume_caught_up(const struct volume *v)
 {
 	return volume_caught_up(v);
+}
+
+void status_fini(struct hub *h)
+{
+	free(h->rate_wins);
+	h->rate_wins = NULL;
+	h->nrate_wins = 0;
 }
 
 void status_request(struct ctl_conn *c, uint64_t req_id)

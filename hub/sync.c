@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Initial full sync (docs/PROTOCOL.md, "Protect flow", steps 4-5).
+ * Engine: initial full sync (docs/PROTOCOL.md, "Protect flow", steps 4-5;
+ * sync.h). SYNC_POSTED's handler, sync_on_posted, is here too (handlers.h).
  *
  * The volume is walked in 1 MiB chunks. Each chunk is PENDING, INFLIGHT (a
  * SYNC_READ is out), POSTED (the agent answered SYNC_POSTED with the ring
@@ -25,8 +26,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hub.h"
+#include "ctl_server.h"
+#include "handlers.h"
 #include "repfabric/log.h"
+#include "sync.h"
 
 #define SUBSYS         "sync"
 #define BACKOFF_MIN_MS 50
@@ -44,9 +47,7 @@ static uint64_t chunk_len(const struct volume *v, uint64_t chunk)
 
 void sync_stop(struct volume *v)
 {
-	free(v->sync.cstate);
-	free(v->sync.posted);
-	memset(&v->sync, 0, sizeof(v->sync));
+	volume_sync_clear(v);
 }
 
 int sync_start(struct volume *v)
@@ -72,15 +73,6 @@ int sync_start(struct volume *v)
 	s->active = true;
 	s->tokens = (double)s->chunk;
 	s->refill_at = s->started_at = hub_now_ms();
-	return 0;
-}
-
-uint64_t sync_synced_bytes(const struct volume *v)
-{
-	if (v->sync.active)
-		return v->sync.synced_bytes;
-	if (v->state == RF_VOL_PROTECTED || v->synced)
-		return v->size;
 	return 0;
 }
 

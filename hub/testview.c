@@ -1,196 +1,38 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A failover test's view of a volume, served over redirected IO (IO_OPEN,
+ * Protocol layer: redirected IO on a failover test's view (IO_OPEN,
  * IO_READ, IO_WRITE, IO_FLUSH from the nbdkit plugin in redirect mode).
  *
- * Reads come from the scratch overlay where the test wrote, else from the
- * journal up to the test's point over the recovery image (journal_read).
- * Writes go to the scratch only: a sparse file state_dir/tests/NAME.scratch
- * and a bitmap of 4 KiB blocks in memory; a write that covers part of a
- * block not yet in the scratch first copies that block from the view. The
- * recovery image and the journal are never written; the journal is not
- * applied while the test runs (journal->paused). Stopping discards the
- * scratch. The scratch is not durable: a hub restart ends the test.
+ * The view is apply.c's read chain: reads come from the scratch overlay
+ * where the test wrote, else from the journal up to the test's point over
+ * the recovery image. Writes go to the scratch only (a sparse file
+ * state_dir/tests/NAME.scratch and a bitmap of 4 KiB blocks in memory).
+ * The recovery image and the journal are never written; the journal is
+ * not applied while the test runs (journal->paused). Stopping discards
+ * the scratch (volstate.c starts and stops views). The scratch is not
+ * durable: a hub restart ends the test.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include "hub.h"
-#include "image_io.h"
-#include "journal.h"
+#include "apply.h"
+#include "ctl_server.h"
+#include "handlers.h"
 #include "repfabric/log.h"
+#include "volstate.h"
 
 #define SUBSYS "test"
-#define BLK    4096u
 
-struct test_view {
-	uint64_t seq;
-	int64_t time_ms;
-	int fd; /* the scratch file */
-	char path[PATH_MAX];
-	uint64_t nblocks;
-	uint8_t *map; /* bit per block: in the scratch */
-	uint8_t *buf; /* RF_CTL_MAX_DATA + 2 blocks */
-	uint64_t reads, writes, read_bytes, write_bytes;
-};
-
-static bool in_scratch(const struct test_view *t, uint64_t b)
-{
-	return t->map[b / 8] & (1u << (b % 8));
-}
-
-uint64_t testview_seq(const struct volume *v)
-{
-	return v->test ? v->test->seq : 0;
-}
-
-int testview_start(struct volume *v, uint64_t seq, int64_t time_ms, char *why, size_t whylen)
-{
-	struct test_view *t;
-	char dir[PATH_MAX];
-	int rc;
-
-	t = calloc(1, sizeof(*t));
-	if (!t)
-		goto nomem;
-	t->fd = -1;
-	t->seq = seq;
-	t->time_ms = time_ms;
-	t->nblocks = (v->size + BLK - 1) / BLK;
-	t->map = calloc((size_t)(t->nblocks + 7) / 8, 1);
-	t->buf = malloc(RF_CTL_MAX_DATA + 2 * BLK);
-	if (!t->map || !t->buf)
-		goto nomem;
-	if ((size_t)snprintf(dir, sizeof(dir), "%s/tests", v->hub->cfg->state_dir) >= sizeof(dir) ||
-	    (size_t)snprintf(t->path, sizeof(t->path), "%s/%s.scratch", dir, v->cfg->name) >=
-	        sizeof(t->path)) {
-		rc = -ENAMETOOLONG;
-		snprintf(why, whylen, "the scratch path is too long");
-		goto fail;
-	}
-	if (mkdir(dir, 0750) && errno != EEXIST) {
-		rc = -errno;
-		snprintf(why, whylen, "cannot create %s: %s", dir, strerror(-rc));
-		goto fail;
-	}
-	t->fd = open(t->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (t->fd < 0 || ftruncate(t->fd, (off_t)v->size)) {
-		rc = -errno;
-		snprintf(why, whylen, "cannot create the scratch %s: %s", t->path, strerror(-rc));
-		goto fail;
-	}
-	v->test = t;
-	v->jr->paused = true;
-	return 0;
-nomem:
-	rc = -ENOMEM;
-	snprintf(why, whylen, "out of memory for the test's scratch map");
-fail:
-	if (t) {
-		if (t->fd >= 0) {
-			close(t->fd);
-			unlink(t->path);
-		}
-		free(t->map);
-		free(t->buf);
-		free(t);
-	}
-	return rc;
-}
-
-void testview_stop(struct volume *v)
-{
-	struct test_view *t = v->test;
-
-	if (!t)
-		return;
-	RF_INFO(SUBSYS,
-	        "volume %s: test at seq %" PRIu64 " ends: %" PRIu64 " reads (%" PRIu64
-	        " bytes), %" PRIu64 " writes (%" PRIu64 " bytes) discarded",
-	        v->cfg->name, t->seq, t->reads, t->read_bytes, t->writes, t->write_bytes);
-	close(t->fd);
-	unlink(t->path);
-	free(t->map);
-	free(t->buf);
-	free(t);
-	v->test = NULL;
-	if (v->jr)
-		v->jr->paused = false;
-}
-
-/* Read the view: runs of blocks from the scratch, the rest from the journal. */
 static int view_read(struct volume *v, uint64_t off, uint32_t len, uint8_t *out)
 {
-	struct test_view *t = v->test;
-	uint64_t pos = off, end = off + len;
-
-	while (pos < end) {
-		uint64_t b = pos / BLK;
-		bool s = in_scratch(t, b);
-		uint64_t run_end = (b + 1) * BLK;
-		int rc;
-
-		while (run_end < end && in_scratch(t, run_end / BLK) == s)
-			run_end += BLK;
-		if (run_end > end)
-			run_end = end;
-		if (s)
-			rc = image_pread_all(t->fd, out + (pos - off), run_end - pos, pos);
-		else
-			rc = journal_read(v->jr, v->fd, t->seq, pos, out + (pos - off),
-			                  (uint32_t)(run_end - pos));
-		if (rc)
-			return rc;
-		pos = run_end;
-	}
-	return 0;
-}
-
-/* A block only partly written: bring it into the scratch first. */
-static int fill_block(struct volume *v, uint64_t b)
-{
-	struct test_view *t = v->test;
-	uint64_t off = b * BLK;
-	uint32_t n = (uint32_t)(v->size - off < BLK ? v->size - off : BLK);
-	uint8_t blk[BLK];
-	int rc;
-
-	if (in_scratch(t, b))
-		return 0;
-	rc = journal_read(v->jr, v->fd, t->seq, off, blk, n);
-	if (!rc)
-		rc = image_pwrite_all(t->fd, blk, n, off);
-	return rc;
+	return apply_view_read(v->test, off, len, out);
 }
 
 static int view_write(struct volume *v, uint64_t off, uint32_t len, const uint8_t *data)
 {
-	struct test_view *t = v->test;
-	uint64_t first = off / BLK, last = (off + len - 1) / BLK;
-	int rc;
-
-	if (off % BLK) {
-		rc = fill_block(v, first);
-		if (rc)
-			return rc;
-	}
-	if ((off + len) % BLK && (off + len) < v->size) {
-		rc = fill_block(v, last);
-		if (rc)
-			return rc;
-	}
-	rc = image_pwrite_all(t->fd, data, len, off);
-	if (rc)
-		return rc;
-	for (uint64_t b = first; b <= last; b++)
-		t->map[b / 8] |= (uint8_t)(1u << (b % 8));
-	return 0;
+	return apply_view_write(v->test, off, len, data);
 }
 
 static void io_open(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * State layer: the hub's record of an agent (by id). An agent is known from
+ * its first HELLO, from a state file that names it as a volume's owner, or
+ * from a ring file left in ring_dir. Its ring stays mapped for the life of
+ * the hub. Sessions (session.c) set ->conn, ->token and ->peer; the drain
+ * advances ->durable_*; this module only finds, creates and maps.
+ *
+ * Layers (the map is in base.h): base < storage < state < engines <
+ * protocol < loop. This one: state. Uses base.h and the ring (pmem/).
+ */
+#ifndef REPHUB_AGENT_H
+#define REPHUB_AGENT_H
+
+#include "base.h"
+
+struct agent {
+	struct hub *hub;
+	struct agent *next;
+	char id[RF_CTL_MAX_NAME + 1];
+	char ring_path[PATH_MAX];
+	struct rf_ring *ring; /* open from the first HELLO (or start-up) on */
+	bool ring_broken;     /* cannot be opened or persisted: see the log */
+
+	struct ctl_conn *conn; /* the live control connection, or NULL */
+	uint64_t session;      /* id of the control session (HELLO_OK) */
+	uint64_t token;        /* data attach token; 0 when none is valid */
+	struct rf_fab_peer *peer;
+	bool attach_pending; /* attach callback said yes; ATTACHED not seen yet */
+	int64_t attach_pending_at;
+	uint64_t landed_seq; /* DATA events: every record up to it has landed */
+	bool landed_valid;
+
+	uint64_t durable_pos, durable_seq; /* applied, synced and head persisted */
+	bool need_drain;
+	bool drain_stuck;     /* an apply failed: retry on the timer */
+	bool stop_invalid;    /* an invalid record at the head (no peer to fence) */
+	uint64_t invalid_seq; /* its sequence (logged and counted once) */
+	int64_t drain_retry_at;
+
+	/* the newest PROGRESS */
+	bool have_progress;
+	uint64_t progress_next_seq;
+	uint32_t progress_queued;
+	int64_t progress_at;
+	uint64_t progress_count;
+	uint64_t progress_instance; /* the agent's run (0: short PROGRESS or none) */
+	uint32_t congestions;       /* its queue overflowed this often (this run) */
+	bool congested;             /* ... and it has not resent all of it yet */
+
+	/* counters */
+	uint64_t records, bytes, sync_records, sync_bytes;
+	uint64_t invalid_records, fences, attaches, sessions;
+	char last_error[200];
+};
+
+struct agent *agent_find(struct hub *h, const char *id);
+/* Find or create (NULL: not a valid name, a path too long, or no memory). */
+struct agent *agent_get(struct hub *h, const char *id);
+/* Its control connection is up (a closed one ends the session at ctl_reap). */
+bool agent_live(const struct agent *a);
+void agent_set_error(struct agent *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Map @a's ring file, or with @create make a new one (ring_size bytes);
+ * then the durable position is the ring's head. 0 (also when it is mapped
+ * already), -ENOENT without @create when there is no file, or -errno. Use
+ * agent_ring_failed() on an error: nothing is marked or logged here.
+ * (session.c's agent_open_ring() resets the journals before a create.)
+ */
+int agent_ring_open(struct agent *a, bool create);
+/* The ring cannot be opened or created (@rc): mark it broken, log it. Returns @rc. */
+int agent_ring_failed(struct agent *a, int rc);
+
+/* Tell the attached producer the durable position (no-op without one). */
+void agent_publish(struct agent *a);
+
+#endif /* REPHUB_AGENT_H */

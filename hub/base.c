@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The hub's clocks and request ids: the one home of what every layer of
+ * the hub core asks for (base.h).
+ */
+#include <time.h>
+
+#include "base.h"
+
+int64_t hub_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t hub_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t hub_new_req_id(struct hub *h)
+{
+	return HUB_REQ_HUB_BIT | ++h->next_req;
+}
