@@ -62,6 +62,59 @@ void agent_set_error(struct agent *a, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Where this ring's records become durable (docs/DURABILITY.md). */
+static void choose_rule(struct agent *a)
+{
+	enum hub_durability d = (enum hub_durability)a->hub->cfg->durability;
+	bool pmem = rf_ring_is_pmem(a->ring);
+
+	if (d == HUB_DURABLE_APPLY) {
+		a->ring_pmem = false;
+		a->ring_rule_why = "durability = apply";
+	} else if (pmem) {
+		a->ring_pmem = true;
+		a->ring_rule_why = "pmem_is_pmem";
+	} else if (d == HUB_DURABLE_PMEM) {
+		rf_ring_force_pmem(a->ring);
+		a->ring_pmem = true;
+		a->ring_rule_why = "forced by durability = pmem";
+		RF_WARN(SUBSYS,
+		        "agent %s: ring %s is not persistent memory to libpmem, but durability = "
+		        "pmem: records are acknowledged once flushed there, which survives a "
+		        "crash of rephubd but NOT a power failure unless this memory is "
+		        "persistent",
+		        a->id, a->ring_path);
+	} else {
+		a->ring_pmem = false;
+		a->ring_rule_why = "not persistent memory";
+	}
+	RF_INFO(SUBSYS, "agent %s: ring %s uses rule %s (%s)", a->id, a->ring_path,
+	        a->ring_pmem ? "pmem" : "apply", a->ring_rule_why);
+}
+
+/*
+ * After a crash: every record before the durable mark was acknowledged
+ * durable; a valid prefix that ends before it lost some (a media error or a
+ * bug). Say so loudly and count it; what is valid is applied.
+ */
+static void check_durable_mark(struct agent *a)
+{
+	struct rf_ring_scan_result sc;
+
+	rf_ring_scan(a->ring, &sc);
+	if (sc.end_seq >= sc.durable_seq)
+		return;
+	a->hub->rings_lost_acked++;
+	agent_set_error(a, "ring %s lost records acknowledged durable (%" PRIu64 "..%" PRIu64 ")",
+	                a->ring_path, sc.end_seq, sc.durable_seq - 1);
+	RF_ERR(SUBSYS,
+	       "agent %s: ring %s: the records from seq %" PRIu64 " to %" PRIu64
+	       " were acknowledged durable but are not valid any more (%s: %s); the replica "
+	       "misses them",
+	       a->id, a->ring_path, sc.end_seq, sc.durable_seq - 1,
+	       rf_ring_status_name(sc.stop.status), sc.stop.reason);
+}
+
 int agent_ring_open(struct agent *a, bool create)
 {
 	int rc;
@@ -76,6 +129,12 @@ int agent_ring_open(struct agent *a, bool create)
 	} else {
 		rc = access(a->ring_path, F_OK) == 0 ? rf_ring_open(&a->ring, a->ring_path)
 		                                     : -ENOENT;
+		if (rc == -ENODATA) {
+			/* A device DAX (ring_dir/AGENT.ring -> /dev/daxX.Y) with no ring yet. */
+			RF_INFO(SUBSYS, "agent %s: %s holds no ring yet: formatting it", a->id,
+			        a->ring_path);
+			return agent_ring_open(a, true);
+		}
 		if (!rc) {
 			RF_INFO(SUBSYS, "agent %s: opened ring %s (%" PRIu64 " bytes of data)",
 			        a->id, a->ring_path, rf_ring_data_size(a->ring));
@@ -90,6 +149,10 @@ int agent_ring_open(struct agent *a, bool create)
 		return rc;
 	a->ring_broken = false;
 	rf_ring_head(a->ring, &a->durable_pos, &a->durable_seq);
+	choose_rule(a);
+	if (!create)
+		check_durable_mark(a);
+	a->acked_seq = a->durable_seq;
 	return 0;
 }
 
@@ -105,13 +168,40 @@ int agent_ring_failed(struct agent *a, int rc)
 	return rc;
 }
 
+uint64_t agent_durable_seq(const struct agent *a)
+{
+	uint64_t pos, seq;
+
+	if (!a->ring_pmem || !a->ring)
+		return a->durable_seq;
+	rf_ring_durable(a->ring, &pos, &seq);
+	return seq > a->durable_seq ? seq : a->durable_seq;
+}
+
 void agent_publish(struct agent *a)
 {
 	struct rf_fab_position pos;
 
+	pos.head_pos = pos.durable_pos = a->durable_pos;
+	pos.head_seq = pos.durable_seq = a->durable_seq;
+	if (a->ring_pmem && a->ring)
+		rf_ring_durable(a->ring, &pos.durable_pos, &pos.durable_seq);
+	a->acked_seq = pos.durable_seq;
 	if (!a->peer)
 		return;
-	pos.durable_pos = pos.head_pos = a->durable_pos;
-	pos.durable_seq = pos.head_seq = a->durable_seq;
 	rf_fab_publish(a->peer, &pos); /* -ENOTCONN: a DETACHED event follows */
+}
+
+int agent_make_durable(struct agent *a)
+{
+	struct rf_ring_verdict why;
+	int n;
+
+	if (!a->ring_pmem || !a->ring || !a->landed_valid)
+		return 0;
+	n = rf_ring_make_durable(a->ring, a->landed_seq, &why);
+	if (n > 0)
+		agent_publish(a);
+	/* An invalid record (why) is the drain's to refuse and fence. */
+	return n;
 }

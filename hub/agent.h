@@ -19,8 +19,10 @@ struct agent {
 	struct agent *next;
 	char id[RF_CTL_MAX_NAME + 1];
 	char ring_path[PATH_MAX];
-	struct rf_ring *ring; /* open from the first HELLO (or start-up) on */
-	bool ring_broken;     /* cannot be opened or persisted: see the log */
+	struct rf_ring *ring;      /* open from the first HELLO (or start-up) on */
+	bool ring_broken;          /* cannot be opened or persisted: see the log */
+	bool ring_pmem;            /* rule pmem: durable once flushed in the ring (DURABILITY.md) */
+	const char *ring_rule_why; /* why this rule, for the status and the log */
 
 	struct ctl_conn *conn; /* the live control connection, or NULL */
 	uint64_t session;      /* id of the control session (HELLO_OK) */
@@ -32,6 +34,7 @@ struct agent {
 	bool landed_valid;
 
 	uint64_t durable_pos, durable_seq; /* applied, synced and head persisted */
+	uint64_t acked_seq; /* durable as published: the ring's mark (pmem) or durable_seq */
 	bool need_drain;
 	bool drain_stuck;     /* an apply failed: retry on the timer */
 	bool stop_invalid;    /* an invalid record at the head (no peer to fence) */
@@ -72,7 +75,20 @@ int agent_ring_open(struct agent *a, bool create);
 /* The ring cannot be opened or created (@rc): mark it broken, log it. Returns @rc. */
 int agent_ring_failed(struct agent *a, int rc);
 
-/* Tell the attached producer the durable position (no-op without one). */
+/* Every record before it is durable: the ring's durable mark under rule
+ * pmem (never behind the applied position), else the applied position. */
+uint64_t agent_durable_seq(const struct agent *a);
+
+/* Tell the attached producer the durable position (the ring's durable mark
+ * under rule pmem, else the applied one) and the head (applied: the space it
+ * may reuse). No-op without a producer. */
 void agent_publish(struct agent *a);
+
+/*
+ * Rule pmem: make what landed durable in the ring (validated, flushed, the
+ * mark persisted) and publish it. Returns the records made durable (0:
+ * nothing new, or rule apply) or -errno (the drain's rule then applies).
+ */
+int agent_make_durable(struct agent *a);
 
 #endif /* REPHUB_AGENT_H */

@@ -160,6 +160,7 @@ struct hub {
 	struct rf_auth_keys keys; /* from psk_file (auth.c) */
 	bool auth_on;             /* psk_file is set: every connection authenticates */
 	uint64_t auth_ok, auth_failures;
+	uint64_t rings_lost_acked; /* rings whose valid prefix ended before their durable mark */
 	uint64_t reloads, reload_failures; /* SIGHUP (reload.c) */
 	bool log_level_fixed;              /* --log-level: a reload keeps it */
 	struct hub_metrics *metrics;       /* the Prometheus endpoint (metrics.c), or NULL */

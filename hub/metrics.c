@@ -92,7 +92,9 @@ static struct mval a_attached(const struct agent *a, const struct agent_calc *c)
 static struct mval a_ring_size(const struct agent *a, const struct agent_calc *c) { return U(c->size); }
 static struct mval a_ring_used(const struct agent *a, const struct agent_calc *c) { return U(c->lag_bytes); }
 static struct mval a_ring_fill(const struct agent *a, const struct agent_calc *c) { return D(c->size ? (double)c->lag_bytes / (double)c->size : 0.0); }
-static struct mval a_durable_seq(const struct agent *a, const struct agent_calc *c) { return U(a->durable_seq); }
+static struct mval a_durable_seq(const struct agent *a, const struct agent_calc *c) { return U(agent_durable_seq(a)); }
+static struct mval a_applied_seq(const struct agent *a, const struct agent_calc *c) { return U(a->durable_seq); }
+static struct mval a_landed_seq(const struct agent *a, const struct agent_calc *c) { return U(a->landed_valid ? a->landed_seq : 0); }
 static struct mval a_lag_recs(const struct agent *a, const struct agent_calc *c) { return U(c->lag_recs); }
 static struct mval a_lag_bytes(const struct agent *a, const struct agent_calc *c) { return U(c->lag_bytes); }
 static struct mval a_queued(const struct agent *a, const struct agent_calc *c) { return U(a->have_progress ? a->progress_queued : 0); }
@@ -150,8 +152,14 @@ static const struct agent_metric agent_metrics[] = {
     {"rephub_agent_ring_used_bytes", "gauge", "Ring bytes landed but not durable yet.",
      a_ring_used},
     {"rephub_agent_ring_fill", "gauge", "Fraction (0..1) of the ring in use.", a_ring_fill},
-    {"rephub_agent_durable_seq", "gauge", "Newest record sequence applied and made durable.",
+    {"rephub_agent_durable_seq", "gauge",
+     "Every record before this sequence is durable (in the ring on pmem, else applied).",
      a_durable_seq},
+    {"rephub_agent_applied_seq", "gauge",
+     "Every record before this sequence is applied to the image or journal and synced.",
+     a_applied_seq},
+    {"rephub_agent_landed_seq", "gauge", "Every record up to this sequence has landed.",
+     a_landed_seq},
     {"rephub_agent_lag_records", "gauge", "Records landed but not durable yet.", a_lag_recs},
     {"rephub_agent_lag_bytes", "gauge", "Bytes landed but not durable yet.", a_lag_bytes},
     {"rephub_agent_queued_records", "gauge", "Records the agent has queued, not yet posted.",
@@ -395,6 +403,9 @@ char *metrics_text(struct hub *h, size_t *len)
 	        "Control connections refused for authentication: no, wrong or unknown key, "
 	        "a message before authenticating, a HELLO for another agent.",
 	        U(h->auth_failures));
+	put_hub(f, "rephub_rings_lost_acked_total", "counter",
+	        "Rings found at start-up whose valid records end before their durable mark.",
+	        U(h->rings_lost_acked));
 	put_hub(f, "rephub_reloads_total", "counter", "SIGHUP reloads tried.", U(h->reloads));
 	put_hub(f, "rephub_reload_failures_total", "counter",
 	        "SIGHUP reloads refused (a problem in the file: nothing changed).",

@@ -49,7 +49,12 @@ int agent_open_ring(struct agent *a)
 int drain_agent(struct agent *a, enum drain_mode mode)
 {
 	struct drain_result res;
-	int n = drain_batch(a, mode, &res);
+	int n;
+
+	/* Rule pmem: what landed is durable once flushed in the ring, before
+	 * (and whatever) the apply does. */
+	agent_make_durable(a);
+	n = drain_batch(a, mode, &res);
 
 	if (res.fence)
 		session_fence(a, "invalid record in the ring");

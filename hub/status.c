@@ -461,7 +461,11 @@ static void agent_json(struct sb *b, const struct agent *a, int64_t now)
 	sb_key_u64(b, "ring_size", size);
 	sb_key_u64(b, "ring_used_bytes", lag_bytes);
 	sb_printf(b, "\"ring_fill\":%.6f,", size ? (double)lag_bytes / (double)size : 0.0);
-	sb_key_u64(b, "durable_seq", a->durable_seq);
+	/* The three positions (docs/DURABILITY.md): landed >= durable >= applied. */
+	sb_key_u64(b, "durable_seq", agent_durable_seq(a));
+	sb_key_u64(b, "applied_seq", a->durable_seq);
+	sb_key_str(b, "durability", a->ring ? (a->ring_pmem ? "pmem" : "apply") : NULL, true);
+	sb_key_str(b, "durability_why", a->ring ? a->ring_rule_why : NULL, true);
 	if (a->landed_valid)
 		sb_key_u64(b, "landed_seq", a->landed_seq);
 	else
@@ -543,6 +547,7 @@ char *status_json(struct hub *h, size_t *len)
 	sb_printf(&b, "\"authentication\":%s,", h->auth_on ? "true" : "false");
 	sb_key_u64(&b, "auth_ok", h->auth_ok);
 	sb_key_u64(&b, "auth_failures", h->auth_failures);
+	sb_key_u64(&b, "rings_lost_acked", h->rings_lost_acked);
 	sb_key_u64(&b, "reloads", h->reloads);
 	sb_key_u64(&b, "reload_failures", h->reload_failures);
 	sb_printf(&b, "\"refusals\":%" PRIu64 "},\"volumes\":[", h->refusals);

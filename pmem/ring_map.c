@@ -342,6 +342,11 @@ int rf_ring_open(struct rf_ring **out, const char *path)
 		ret = -ENOMEM;
 		goto err_unmap;
 	}
+	if (devdax && (map_len < RING_MAGIC_LEN || memcmp(base, RING_MAGIC, RING_MAGIC_LEN) != 0)) {
+		/* A device that never held a ring (not a damaged one: no magic). */
+		ret = -ENODATA;
+		goto err_free;
+	}
 	ret = load_header(r, !devdax);
 	if (ret)
 		goto err_free;

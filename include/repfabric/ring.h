@@ -174,8 +174,9 @@ int rf_ring_create(struct rf_ring **out, const char *path, uint64_t data_size);
 /*
  * Map the existing ring at @path and validate its header; the consumer head
  * is the newest valid head slot. Returns 0 and sets *@out, -EBADMSG (bad
- * magic, CRC, geometry or size, logged with the field), -EPROTONOSUPPORT
- * (unknown version), -ENOMEM, or -errno from the mapping.
+ * magic, CRC, geometry or size, logged with the field), -ENODATA (a device
+ * DAX that holds no ring at all: create one with rf_ring_create()),
+ * -EPROTONOSUPPORT (unknown version), -ENOMEM, or -errno from the mapping.
  */
 int rf_ring_open(struct rf_ring **out, const char *path);
 

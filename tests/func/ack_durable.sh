@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Acknowledgement level `durable` (docs/DURABILITY.md), over tcp:// with
-# nbdkit + the repagent filter (repagent-ack=durable):
+# nbdkit + the repagent filter (repagent-ack=durable), under the hub's rule
+# `apply` (argument apply, the default: durable once applied and synced) or
+# `pmem` (argument pmem: durability = pmem on an ordinary ring file, durable
+# once validated and flushed in the ring, replayed after the kill):
 #   1. nothing completed is lost: qemu-io writes 64 KiB to distinct slots,
 #      one at a time, and prints each write as it completes; the hub is
 #      SIGKILLed in the middle and then the agent too, with its bitmap
@@ -19,6 +22,17 @@ rf_require nbdkit qemu-io cmp stdbuf jq
 filter=$RF_LIB/nbdkit-repagent-filter.so
 [ -f "$filter" ] || rf_fail "$filter not built"
 level=${RF_ACK_LEVEL:-durable}
+rule=${1:-apply}
+case $rule in
+apply) ring_conf="" ;;
+pmem)
+	# Not persistent memory: forced, so a SIGKILL (not a power cut) is the
+	# crash this variant survives; the page cache keeps the ring's file.
+	ring_conf="ring_dir = $RF_TMP/rings
+durability = pmem"
+	;;
+*) rf_fail "usage: ack_durable.sh [apply|pmem]" ;;
+esac
 
 ctl_port=$(rf_free_port)
 data_port=$(rf_free_port)
@@ -34,6 +48,7 @@ control = $RF_HUB
 data = tcp://127.0.0.1:$data_port
 state_dir = $RF_TMP/state
 ring_size = 16M
+$ring_conf
 
 [volume vm1-disk0]
 recovery = $recovery
@@ -69,22 +84,28 @@ slot_writes() {
 	done
 }
 
-rf_log "phase 1 ($level): hub killed under writes, then the agent; completed writes survive"
+rf_log "phase 1 ($level, rule $rule): hub killed under writes, then the agent; completed writes survive"
 start_hub
 start_nbdkit
 synced "initial sync"
+[ "$(rf_agent_field "$(rf_status_get '.agents[0].id')" durability)" = "$rule" ] ||
+	rf_fail "the ring does not use rule $rule: $(rf_status_get '.agents[0] | .durability, .durability_why')"
 mapfile -d '' cmds < <(slot_writes 0 1000)
 rf_spawn writer stdbuf -oL qemu-io -f raw "${cmds[@]}" "$uri"
 writer_pid=$RF_LAST_PID
 rf_wait_for 30 "200 writes to complete" \
 	bash -c "[ \$(grep -c '^wrote' '$RF_TMP/writer.log') -ge 200 ]"
-# Kill, then count at once: a write that completes after the kill waited
-# for the 1 s ack timeout, so everything printed by the count completed
-# before the kill (at level async writes never wait: some of them are lost).
-kill -KILL "$hub_pid"
+# Freeze the agent, count, then kill the hub and the agent: every write
+# printed by the count was acknowledged while the hub ran (a write whose
+# acknowledgement failed when the hub died would complete too, as a
+# fallback: the agent is stopped before that can happen). At level async
+# writes never wait for the hub, so some of those are lost.
+kill -STOP "$nbd_pid"
 completed=$(grep -c '^wrote' "$RF_TMP/writer.log")
+kill -KILL "$hub_pid"
 wait "$hub_pid" 2>/dev/null || true
 kill -KILL "$nbd_pid"
+kill -CONT "$nbd_pid" 2>/dev/null || true
 wait "$nbd_pid" 2>/dev/null || true
 wait "$writer_pid" 2>/dev/null || true
 rm -f "$RF_TMP/vm1.bitmap"
