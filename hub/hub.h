@@ -26,6 +26,7 @@
 #include "repfabric/admit.h"
 #include "repfabric/auth.h"
 #include "repfabric/ctl.h"
+#include "repfabric/ctl_stream.h"
 #include "repfabric/fabric.h"
 #include "repfabric/ring.h"
 
@@ -66,22 +67,10 @@ struct ctl_conn {
 	struct ev_src src;
 	struct hub *hub;
 	struct ctl_conn *next;
-	struct rf_pending pend; /* in hub.ctl_admit until it proves itself (ctl_proven) */
-	int fd;
-	char peer[80]; /* "ADDR:PORT" for messages */
-
-	/* receive: a header, then its payload */
-	bool rx_payload;
-	uint8_t hdr[RF_CTL_HDR_LEN];
-	size_t got;
-	struct rf_ctl_hdr h;
-	uint8_t *pl;
-	size_t plcap;
-
-	/* send */
-	uint8_t *out;
-	size_t out_off, out_len, out_cap;
-	bool want_out; /* EPOLLOUT armed */
+	struct rf_pending pend;  /* in hub.ctl_admit until it proves itself (ctl_proven) */
+	struct rf_ctl_stream st; /* the socket (st.fd), frames in and out */
+	char peer[80];           /* "ADDR:PORT" for messages */
+	bool want_out;           /* EPOLLOUT armed */
 
 	bool closing;     /* flush what is queued, then close */
 	bool dead;        /* closed; freed after this loop turn */
@@ -101,6 +90,33 @@ struct ctl_conn {
 	char auth_id[RF_CTL_MAX_NAME + 1];
 	uint8_t auth_nc[RF_AUTH_NONCE_LEN], auth_nh[RF_AUTH_NONCE_LEN];
 };
+
+/* ---- control messages, as the dispatcher hands them out (ctl_server.c) -- */
+
+/* One received message: its table row, checked and decoded once. */
+struct ctl_request {
+	uint16_t type;
+	uint64_t req_id;
+	uint32_t len; /* payload bytes */
+	const struct rf_ctl_msg_desc *desc;
+	const union rf_ctl_msg *m; /* the payload, decoded by desc->decode */
+};
+
+/*
+ * A refusal. A handler that refuses returns -errno (the code its ERROR
+ * carries) and fills this with ctl_fail(); ctl_dispatch() alone sends the
+ * ERROR (and counts it in refusals). @close: close the connection once the
+ * ERROR is flushed (the peer cannot go on: a wrong protocol version, a
+ * failed authentication).
+ */
+struct ctl_reply {
+	bool close;
+	char why[RF_CTL_MAX_TEXT + 1];
+};
+
+/* The handler of a message type: 0 (it sent its own success reply, if
+ * any) or -errno with @r filled. */
+typedef int ctl_handler_fn(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r);
 
 /* ---- agents (session.c) ------------------------------------------------ */
 
@@ -282,12 +298,18 @@ char *metrics_text(struct hub *h, size_t *len);
 /* auth.c: the control channel's PSK challenge-response */
 int auth_init(struct hub *h);
 void auth_fini(struct hub *h);
-void auth_start(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
-void auth_proof(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
-/* May @c send a message of @type? If not, it was answered (and maybe closed). */
-bool auth_allows(struct ctl_conn *c, uint16_t type, uint64_t req_id);
-/* A complete header before AUTH_OK: small enough? If not, refused and closing. */
-bool auth_frame_ok(struct ctl_conn *c);
+/* AUTH_START, AUTH_PROOF: the state they need (checked before decoding), then the step. */
+ctl_handler_fn auth_start_check, auth_start, auth_proof_check, auth_proof;
+/* An AUTH_* payload that does not decode: a failed authentication. */
+int auth_malformed(struct ctl_conn *c, const char *why, struct ctl_reply *r);
+/* May @c send a message of @type (table row @d, NULL when unknown)? 0, or
+ * -EACCES with @r filled (closing before authentication). */
+int auth_allows(struct ctl_conn *c, uint16_t type, const struct rf_ctl_msg_desc *d,
+                struct ctl_reply *r);
+/* The largest payload @c may send now (a cap before AUTH_OK). */
+uint32_t auth_frame_max(const struct ctl_conn *c);
+/* A header above auth_frame_max() arrived: refused, closing. */
+void auth_frame_too_big(struct ctl_conn *c);
 /* @c did not prove itself in time: count it and close it. */
 void auth_handshake_expired(struct ctl_conn *c);
 /* After a reload: close connections whose proof no longer holds. */
@@ -328,6 +350,12 @@ void hub_fini(struct hub *h);
 int ctl_listen(struct hub *h);
 void ctl_accept(struct hub *h);
 void ctl_conn_event(struct ctl_conn *c, uint32_t events);
+/* One complete frame (header @h, payload @p): look it up, check direction
+ * and role, decode, call its handler, send its ERROR if refused. */
+void ctl_dispatch(struct ctl_conn *c, const struct rf_ctl_hdr *h, const uint8_t *p);
+/* Fill @r->why; returns -@code (for "return ctl_fail(r, EPERM, ...)"). */
+int ctl_fail(struct ctl_reply *r, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 int ctl_send(struct ctl_conn *c, uint16_t type, uint64_t req_id, const void *payload, uint32_t len);
 void ctl_send_error(struct ctl_conn *c, uint64_t req_id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -344,8 +372,8 @@ struct agent *agent_get(struct hub *h, const char *id);
 bool agent_live(const struct agent *a);
 void agent_set_error(struct agent *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int agent_open_ring(struct agent *a);
-void session_hello(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
-void session_progress(struct ctl_conn *c, const uint8_t *p, uint32_t len);
+ctl_handler_fn session_hello_check, session_hello; /* HELLO */
+ctl_handler_fn session_progress;                   /* PROGRESS */
 void session_conn_closed(struct ctl_conn *c);
 int session_fab_attach(void *ctx, uint64_t token, struct rf_fab_ring_mem *mem);
 void session_fab_poll(struct hub *h);
@@ -372,7 +400,7 @@ struct volumes_reload_stats {
 int volumes_reload(struct hub *h, struct hub_config *nc, struct volumes_reload_stats *st);
 struct volume *volume_find(struct hub *h, const char *name);
 struct volume *volume_by_vol_id(struct agent *a, uint32_t vol_id, bool live);
-void volume_report(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
+ctl_handler_fn volume_report; /* VOLUME_REPORT */
 int volume_save_state(struct volume *v);
 void volume_set_state(struct volume *v, enum rf_vol_state st, bool notify);
 void volume_agent_gone(struct agent *a);
@@ -393,7 +421,7 @@ int sync_start(struct volume *v);
 void sync_stop(struct volume *v);
 void sync_requeue_unsynced(struct agent *a);
 void sync_pump(struct hub *h, int64_t now);
-void sync_on_posted(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
+ctl_handler_fn sync_on_posted; /* SYNC_POSTED */
 bool sync_on_error(struct ctl_conn *c, uint64_t req_id, const struct rf_ctl_error *e);
 void sync_on_durable(struct agent *a);
 void sync_tick(struct hub *h, int64_t now);
@@ -414,15 +442,13 @@ int pit_ring_new(struct agent *a);
 int pit_record(struct volume *v, const struct rf_ring_record *r);
 int pit_commit(struct volume *v);
 void pit_tick(struct hub *h, int64_t now);
-void pit_points(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
-void pit_admin(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
+ctl_handler_fn pit_points, pit_admin; /* POINTS, ADMIN */
 
 /* testview.c: a failover test's view (scratch, then journal, then image) */
 int testview_start(struct volume *v, uint64_t seq, int64_t time_ms, char *why, size_t whylen);
 void testview_stop(struct volume *v);
 uint64_t testview_seq(const struct volume *v);
-void testview_io(struct ctl_conn *c, uint16_t type, uint64_t req_id, const uint8_t *p,
-                 uint32_t len);
+ctl_handler_fn testview_io; /* IO_OPEN, IO_READ, IO_WRITE, IO_FLUSH */
 
 /* resync.c */
 void resync_begin(struct volume *v, const char *cause, bool notify);
@@ -430,7 +456,7 @@ void resync_on_progress(struct agent *a, const struct rf_ctl_progress *m);
 void resync_ring_tail(struct agent *a);
 
 /* status.c */
-void status_request(struct ctl_conn *c, uint64_t req_id);
+ctl_handler_fn status_request; /* STATUS */
 char *status_json(struct hub *h, size_t *len);
 void status_agent_lag(const struct agent *a, uint64_t *recs, uint64_t *bytes);
 bool status_volume_caught_up(const struct volume *v);
