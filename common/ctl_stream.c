@@ -42,6 +42,17 @@ bool rf_ctl_stream_mid_frame(const struct rf_ctl_stream *s)
 	return s->got || s->rx_payload;
 }
 
+/* After a read or send that failed: 1 to try again (EINTR), 0 when the
+ * socket takes or gives nothing more now, or -errno. */
+static int io_failed(void)
+{
+	if (errno == EINTR)
+		return 1;
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		return 0;
+	return -errno;
+}
+
 /* The header is complete: check it, and make room for its payload. */
 static int header_done(struct rf_ctl_stream *s, uint32_t max_len, const char **why)
 {
@@ -85,11 +96,10 @@ int rf_ctl_stream_recv(struct rf_ctl_stream *s, uint32_t max_len, size_t *budget
 		if (n == 0)
 			return -ECONNRESET;
 		if (n < 0) {
-			if (errno == EINTR)
+			rc = io_failed();
+			if (rc == 1)
 				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return 0;
-			return -errno;
+			return rc;
 		}
 		*budget -= (size_t)n;
 		s->got += (size_t)n;
@@ -160,11 +170,11 @@ int rf_ctl_stream_flush(struct rf_ctl_stream *s)
 		                 MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n < 0) {
-			if (errno == EINTR)
+			int rc = io_failed();
+
+			if (rc == 1)
 				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return 0;
-			return -errno;
+			return rc;
 		}
 		s->out_off += (size_t)n;
 	}

@@ -127,6 +127,16 @@ static void expect_error(struct fx *f, int code, uint64_t req, const char *why)
 		fail_msg("reason '%s', expected '%s...'", e.reason, why);
 }
 
+/* A frame of @len junk bytes (at most 3) or none, refused with an ERROR. */
+static void refused(struct fx *f, uint16_t type, uint64_t req, uint32_t len, int code,
+                    uint64_t reply_id, const char *why)
+{
+	static const uint8_t junk[3] = {1, 2, 3};
+
+	frame(f, type, req, len ? junk : NULL, len);
+	expect_error(f, code, reply_id, why);
+}
+
 static void expect_nothing(struct fx *f)
 {
 	uint8_t b;
@@ -146,15 +156,12 @@ static void test_unknown_and_hub_only_types(void **state)
 {
 	struct fx *f = *state;
 
-	frame(f, 999, 5, NULL, 0);
-	expect_error(f, EOPNOTSUPP, 5, "unknown message type 999");
-	frame(f, 40, 6, NULL, 0); /* reserved */
-	expect_error(f, EOPNOTSUPP, 6, "unknown message type 40");
-	frame(f, RF_CTL_IO_OPEN_OK, 7, NULL, 0);
-	expect_error(f, EOPNOTSUPP, 7,
-	             "message type 33 (IO_OPEN_OK) is sent by the hub, not to it");
-	frame(f, RF_CTL_VOLUME_STATE, 8, NULL, 0);
-	expect_error(f, EOPNOTSUPP, 8, "message type 11 (VOLUME_STATE) is sent by the hub");
+	refused(f, 999, 5, 0, EOPNOTSUPP, 5, "unknown message type 999");
+	refused(f, 40, 6, 0, EOPNOTSUPP, 6, "unknown message type 40"); /* reserved */
+	refused(f, RF_CTL_IO_OPEN_OK, 7, 0, EOPNOTSUPP, 7,
+	        "message type 33 (IO_OPEN_OK) is sent by the hub, not to it");
+	refused(f, RF_CTL_VOLUME_STATE, 8, 0, EOPNOTSUPP, 8,
+	        "message type 11 (VOLUME_STATE) is sent by the hub");
 	assert_false(closing(f));
 	assert_int_equal(f->h.refusals, 4);
 	assert_int_equal(f->c->frames_in, 4);
@@ -165,14 +172,11 @@ static void test_payload_checks(void **state)
 	struct fx *f = *state;
 	uint8_t junk[3] = {1, 2, 3};
 
-	frame(f, RF_CTL_HEARTBEAT, 1, junk, 3);
-	expect_error(f, EBADMSG, 1, "HEARTBEAT carries no payload (got 3 bytes)");
-	frame(f, RF_CTL_STATUS, 2, junk, 3);
-	expect_error(f, EBADMSG, 2, "STATUS carries no payload (got 3 bytes)");
-	frame(f, RF_CTL_POINTS, 3, junk, 3);
-	expect_error(f, EBADMSG, 3, "malformed POINTS: ");
-	frame(f, RF_CTL_IO_READ, 4, junk, 3);
-	expect_error(f, EBADMSG, 4, "malformed IO request: ");
+	refused(f, RF_CTL_HEARTBEAT, 1, 3, EBADMSG, 1,
+	        "HEARTBEAT carries no payload (got 3 bytes)");
+	refused(f, RF_CTL_STATUS, 2, 3, EBADMSG, 2, "STATUS carries no payload (got 3 bytes)");
+	refused(f, RF_CTL_POINTS, 3, 3, EBADMSG, 3, "malformed POINTS: ");
+	refused(f, RF_CTL_IO_READ, 4, 3, EBADMSG, 4, "malformed IO request: ");
 	/* An ERROR is never answered, even a malformed one. */
 	frame(f, RF_CTL_ERROR, 5, junk, 3);
 	expect_nothing(f);
@@ -192,26 +196,18 @@ static void test_payload_checks(void **state)
 static void test_session_checks(void **state)
 {
 	struct fx *f = *state;
-	uint8_t junk[3] = {1, 2, 3};
 
-	frame(f, RF_CTL_VOLUME_REPORT, 3, junk, 3);
-	expect_error(f, EPERM, 3, "VOLUME_REPORT before HELLO");
-	frame(f, RF_CTL_SYNC_POSTED, 4, junk, 3);
-	expect_error(f, EPERM, 4, "SYNC_POSTED before HELLO");
+	refused(f, RF_CTL_VOLUME_REPORT, 3, 3, EPERM, 3, "VOLUME_REPORT before HELLO");
+	refused(f, RF_CTL_SYNC_POSTED, 4, 3, EPERM, 4, "SYNC_POSTED before HELLO");
 	/* A notification: its ERROR carries no request id. */
-	frame(f, RF_CTL_PROGRESS, 5, junk, 3);
-	expect_error(f, EPERM, 0, "PROGRESS before HELLO");
+	refused(f, RF_CTL_PROGRESS, 5, 3, EPERM, 0, "PROGRESS before HELLO");
 	f->c->agent = &f->a;
-	frame(f, RF_CTL_PROGRESS, 6, junk, 3);
-	expect_error(f, EBADMSG, 0, "malformed PROGRESS: ");
-	frame(f, RF_CTL_VOLUME_REPORT, 7, junk, 3);
-	expect_error(f, EBADMSG, 7, "malformed VOLUME_REPORT: ");
+	refused(f, RF_CTL_PROGRESS, 6, 3, EBADMSG, 0, "malformed PROGRESS: ");
+	refused(f, RF_CTL_VOLUME_REPORT, 7, 3, EBADMSG, 7, "malformed VOLUME_REPORT: ");
 	/* HELLO's own check comes before its payload is looked at. */
-	frame(f, RF_CTL_HELLO, 8, junk, 3);
-	expect_error(f, EINVAL, 8, "HELLO was already sent on this connection");
+	refused(f, RF_CTL_HELLO, 8, 3, EINVAL, 8, "HELLO was already sent on this connection");
 	f->c->agent = NULL;
-	frame(f, RF_CTL_HELLO, 9, junk, 3);
-	expect_error(f, EBADMSG, 9, "malformed HELLO: ");
+	refused(f, RF_CTL_HELLO, 9, 3, EBADMSG, 9, "malformed HELLO: ");
 	assert_false(closing(f));
 }
 
@@ -235,25 +231,24 @@ static void test_auth_refusals(void **state)
 	struct fx *f = *state;
 
 	/* Without psk_file: AUTH_* is answered, the connection stays. */
-	frame(f, RF_CTL_AUTH_START, 1, NULL, 0);
-	expect_error(f, EOPNOTSUPP, 1, "this hub does not authenticate");
+	refused(f, RF_CTL_AUTH_START, 1, 0, EOPNOTSUPP, 1, "this hub does not authenticate");
 	assert_false(closing(f));
 	/* With psk_file, authenticated as an agent: admin messages are refused. */
 	f->h.auth_on = true;
 	f->c->auth = AUTH_DONE;
 	f->c->role = RF_AUTH_ROLE_AGENT;
 	strcpy(f->c->auth_id, "vm2");
-	frame(f, RF_CTL_STATUS, 2, NULL, 0);
-	expect_error(f, EACCES, 2, "identity 'vm2' (role agent) may not send this message");
-	frame(f, RF_CTL_IO_OPEN, 3, NULL, 0);
-	expect_error(f, EACCES, 3, "identity 'vm2' (role agent) may not send this message");
+	refused(f, RF_CTL_STATUS, 2, 0, EACCES, 2,
+	        "identity 'vm2' (role agent) may not send this message");
+	refused(f, RF_CTL_IO_OPEN, 3, 0, EACCES, 3,
+	        "identity 'vm2' (role agent) may not send this message");
 	f->c->role = RF_AUTH_ROLE_ADMIN;
 	strcpy(f->c->auth_id, "ops");
-	frame(f, RF_CTL_PROGRESS, 4, NULL, 0); /* the role refusal keeps the request id */
-	expect_error(f, EACCES, 4, "identity 'ops' (role admin) may not send this message");
+	refused(f, RF_CTL_PROGRESS, 4, 0, EACCES, 4,
+	        "identity 'ops' (role admin) may not send this message"); /* the role refusal keeps
+	                                                                     the request id */
 	/* The handshake again after success: refused, closed. */
-	frame(f, RF_CTL_AUTH_PROOF, 5, NULL, 0);
-	expect_error(f, EACCES, 5, "authentication failed");
+	refused(f, RF_CTL_AUTH_PROOF, 5, 0, EACCES, 5, "authentication failed");
 	assert_true(closing(f));
 	assert_int_equal(f->h.auth_failures, 1);
 }
@@ -263,8 +258,8 @@ static void test_before_authentication(void **state)
 	struct fx *f = *state;
 
 	f->h.auth_on = true;
-	frame(f, RF_CTL_STATUS, 1, NULL, 0);
-	expect_error(f, EACCES, 1, "authentication required: this hub has a psk_file");
+	refused(f, RF_CTL_STATUS, 1, 0, EACCES, 1,
+	        "authentication required: this hub has a psk_file");
 	assert_true(closing(f));
 	assert_int_equal(f->h.auth_failures, 1);
 }
@@ -288,12 +283,10 @@ static void test_error_before_authentication(void **state)
 static void test_auth_start_state(void **state)
 {
 	struct fx *f = *state;
-	uint8_t junk[3] = {1, 2, 3};
 
 	f->h.auth_on = true;
 	/* A malformed AUTH_START is a failed authentication. */
-	frame(f, RF_CTL_AUTH_START, 1, junk, 3);
-	expect_error(f, EACCES, 1, "authentication failed");
+	refused(f, RF_CTL_AUTH_START, 1, 3, EACCES, 1, "authentication failed");
 	assert_true(closing(f));
 	assert_int_equal(f->h.protocol_errors, 1);
 	assert_int_equal(f->h.auth_failures, 1);
