@@ -54,6 +54,7 @@
 #include "rangelock.h"
 #include "repfabric/agent.h"
 #include "repfabric/auth.h"
+#include "repfabric/ctl_stream.h"
 #include "repfabric/fabric.h"
 #include "repfabric/ring.h"
 
@@ -193,12 +194,10 @@ static inline bool rfa_link_data_up(enum rfa_link_state s)
 
 /* Loop-private state of the control and data connections. */
 struct rfa_conn {
-	int ctl_fd;        /* -1 when disconnected */
-	uint8_t *rbuf;     /* incoming frames */
-	size_t rlen;       /* bytes in rbuf */
-	uint8_t *wbuf;     /* outgoing frames not yet written */
-	size_t wlen, wcap; /* bytes in wbuf, its capacity */
-	bool want_out;     /* EPOLLOUT registered */
+	int ctl_fd;              /* -1 when disconnected */
+	uint8_t *rbuf;           /* the blocking handshake's frames (rfa_ctl_connect) */
+	struct rf_ctl_stream st; /* then frames in and out on ctl_fd */
+	bool want_out;           /* EPOLLOUT registered */
 	uint64_t session, token;
 	char data_url[RF_CTL_MAX_TEXT + 1];
 	unsigned reports_due; /* VOLUME_REPORTs not answered yet */
@@ -336,6 +335,7 @@ void rfa_ep_del(struct rf_agent *a, int fd);
 /* ---- ctl_client.c: the control connection --------------------------------- */
 
 #define RFA_CTL_RBUF_CAP (RF_CTL_HDR_LEN + RF_CTL_MAX_PAYLOAD) /* c.rbuf */
+#define RFA_CTL_WBUF_MAX (4u << 20) /* unsent control bytes before we give up */
 
 /* BACKOFF -> CONNECTING -> (AUTHENTICATING) -> HELLO -> REPORTING, or back
  * to BACKOFF. Blocking, each step bounded by connect_timeout_ms. */

@@ -4,8 +4,9 @@
  * to the hub. Dial, authenticate and HELLO (blocking, bounded), report the
  * volumes (VOLUME_REPORT) and handle the answers (VOLUME_OK, ERROR), the
  * hub's requests and notices (SYNC_READ, REPORT_AGAIN, VOLUME_STATE,
- * HEARTBEAT), and the heartbeat and report deadlines. Frames out are
- * buffered and written as the socket takes them. Loop thread only.
+ * HEARTBEAT), and the heartbeat and report deadlines. Frames travel on a
+ * framed stream (common/ctl_stream.c); what arrives is named and decoded by
+ * the message table (common/ctl_msgs.c). Loop thread only.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -20,31 +21,20 @@
 #include "repfabric/log.h"
 #include "repfabric/sockio.h"
 
-#define WBUF_MAX (4u << 20) /* unsent control bytes before we give up */
-
 /* ---- frames out ---------------------------------------------------------------- */
 
 void rfa_ctl_flush(struct rf_agent *a)
 {
 	struct rfa_conn *c = &a->c;
+	int rc = rf_ctl_stream_flush(&c->st);
 
-	while (c->wlen) {
-		ssize_t n = send(c->ctl_fd, c->wbuf, c->wlen, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				break;
-			RF_WARN("agent", "control connection: send: %s", strerror(errno));
-			rfa_disconnect(a, "control connection lost");
-			return;
-		}
-		memmove(c->wbuf, c->wbuf + n, c->wlen - (size_t)n);
-		c->wlen -= (size_t)n;
+	if (rc) {
+		RF_WARN("agent", "control connection: send: %s", strerror(-rc));
+		rfa_disconnect(a, "control connection lost");
+		return;
 	}
-	if ((c->wlen > 0) != c->want_out) {
-		c->want_out = c->wlen > 0;
+	if ((rf_ctl_stream_pending(&c->st) > 0) != c->want_out) {
+		c->want_out = rf_ctl_stream_pending(&c->st) > 0;
 		rfa_ep_mod(a, c->ctl_fd, EPOLLIN | (c->want_out ? EPOLLOUT : 0), RFA_TAG_CTL);
 	}
 }
@@ -52,8 +42,7 @@ void rfa_ctl_flush(struct rf_agent *a)
 /* Queue one frame for the hub; @len is the encoded payload length. */
 void rfa_ctl_send(struct rf_agent *a, uint16_t type, uint64_t req, const void *payload, int len)
 {
-	struct rfa_conn *c = &a->c;
-	size_t need;
+	int rc;
 
 	if (!rfa_link_ctl_up(a->link))
 		return;
@@ -61,28 +50,15 @@ void rfa_ctl_send(struct rf_agent *a, uint16_t type, uint64_t req, const void *p
 		RF_ERR("agent", "cannot encode control message type %u: %s", type, strerror(-len));
 		return;
 	}
-	need = c->wlen + RF_CTL_HDR_LEN + (size_t)len;
-	if (need > WBUF_MAX) {
+	rc = rf_ctl_stream_queue(&a->c.st, type, req, payload, (uint32_t)len);
+	if (rc == -ENOBUFS) {
 		rfa_disconnect(a, "the hub does not read its control connection");
 		return;
 	}
-	if (need > c->wcap) {
-		size_t ncap = c->wcap ? c->wcap : 4096;
-		uint8_t *n;
-
-		while (ncap < need)
-			ncap *= 2;
-		n = realloc(c->wbuf, ncap);
-		if (!n) {
-			rfa_disconnect(a, "out of memory");
-			return;
-		}
-		c->wbuf = n;
-		c->wcap = ncap;
+	if (rc) {
+		rfa_disconnect(a, rc == -ENOMEM ? "out of memory" : strerror(-rc));
+		return;
 	}
-	rf_ctl_hdr_encode(c->wbuf + c->wlen, type, req, (uint32_t)len);
-	memcpy(c->wbuf + c->wlen + RF_CTL_HDR_LEN, payload, (size_t)len);
-	c->wlen = need;
 	rfa_ctl_flush(a);
 }
 
@@ -182,7 +158,7 @@ void rfa_ctl_connect(struct rf_agent *a)
 	c->session = ok.session;
 	c->token = ok.token;
 	snprintf(c->data_url, sizeof(c->data_url), "%s", ok.data_url);
-	c->rlen = c->wlen = 0;
+	rf_ctl_stream_reset(&c->st, fd);
 	c->last_rx_ms = rf_now_ms();
 	c->next_hb_ms = c->last_rx_ms + a->opts.heartbeat_ms;
 	c->reports_due = 0;
@@ -242,20 +218,15 @@ bool rfa_ctl_any_volume_ok(struct rf_agent *a)
 
 /* ---- frames in ------------------------------------------------------------------- */
 
-static void on_sync_read(struct rf_agent *a, uint64_t req, const uint8_t *p, uint32_t len)
+static void on_sync_read(struct rf_agent *a, uint64_t req, const struct rf_ctl_sync_read *mp)
 {
 	struct rfa_conn *c = &a->c;
-	struct rf_ctl_sync_read m;
+	const struct rf_ctl_sync_read m = *mp;
 	struct rf_agent_vol *v;
-	const char *why = "";
 	uint8_t buf[64];
 	uint64_t seq = 0;
 	int rc;
 
-	if (rf_ctl_dec_sync_read(p, len, &m, &why)) {
-		ctl_error(a, req, EBADMSG, why);
-		return;
-	}
 	v = rfa_vol_by_id(a, m.vol_id);
 	if (!v) {
 		ctl_error(a, req, ENOENT, "no such volume id");
@@ -308,12 +279,19 @@ static struct rf_agent_vol *vol_by_report(struct rf_agent *a, uint64_t req)
 	return NULL;
 }
 
+/* One frame from the hub: decoded once by its row in the message table
+ * (a type the agent does not handle goes to the default branch). */
 static void on_frame(struct rf_agent *a, const struct rf_ctl_hdr *h, const uint8_t *p)
 {
+	const struct rf_ctl_msg_desc *d = rf_ctl_msg_desc(h->type);
 	struct rfa_conn *c = &a->c;
 	struct rf_agent_vol *v;
+	union rf_ctl_msg msg;
 	const char *why = "";
+	int bad = 0;
 
+	if (d && (d->dir & RF_CTL_TO_PEER) && d->decode)
+		bad = rf_ctl_decode(d, p, h->len, &msg, &why);
 	switch (h->type) {
 	case RF_CTL_HEARTBEAT:
 		if (h->req_id && h->req_id == c->hb_req)
@@ -322,11 +300,11 @@ static void on_frame(struct rf_agent *a, const struct rf_ctl_hdr *h, const uint8
 			rfa_ctl_send(a, RF_CTL_HEARTBEAT, h->req_id, NULL, 0);
 		return;
 	case RF_CTL_VOLUME_OK: {
-		struct rf_ctl_volume_ok m;
+		const struct rf_ctl_volume_ok m = msg.volume_ok;
 		char pace[64] = "unpaced";
 
 		v = vol_by_report(a, h->req_id);
-		if (!v || rf_ctl_dec_volume_ok(p, h->len, &m, &why) || m.vol_id != v->vol_id) {
+		if (!v || bad || m.vol_id != v->vol_id) {
 			RF_WARN("agent", "ignoring a bad VOLUME_OK: %s",
 			        v ? why : "unknown request");
 			return;
@@ -352,9 +330,9 @@ static void on_frame(struct rf_agent *a, const struct rf_ctl_hdr *h, const uint8
 		return;
 	}
 	case RF_CTL_ERROR: {
-		struct rf_ctl_error m;
+		const struct rf_ctl_error *e = &msg.error;
 
-		if (rf_ctl_dec_error(p, h->len, &m, &why)) {
+		if (bad) {
 			RF_WARN("agent", "bad ERROR from the hub: %s", why);
 			return;
 		}
@@ -367,17 +345,20 @@ static void on_frame(struct rf_agent *a, const struct rf_ctl_hdr *h, const uint8
 			    "agent",
 			    "hub refused volume %s: %s (%s); its writes are tracked in the bitmap "
 			    "only (retried on the next connection or when the hub asks again)",
-			    v->name, m.reason, strerror(m.code));
+			    v->name, e->reason, strerror(e->code));
 		} else if (h->req_id && h->req_id == c->hb_req) {
 			c->hb_req = 0;
 		} else {
 			RF_WARN("agent", "hub error (request %" PRIu64 "): %s (%s)", h->req_id,
-			        m.reason, strerror(m.code));
+			        e->reason, strerror(e->code));
 		}
 		return;
 	}
 	case RF_CTL_SYNC_READ:
-		on_sync_read(a, h->req_id, p, h->len);
+		if (bad)
+			ctl_error(a, h->req_id, EBADMSG, why);
+		else
+			on_sync_read(a, h->req_id, &msg.sync_read);
 		return;
 	case RF_CTL_REPORT_AGAIN: {
 		/* The hub's configuration changed: volumes it refused may now be
@@ -394,10 +375,10 @@ static void on_frame(struct rf_agent *a, const struct rf_ctl_hdr *h, const uint8
 		return;
 	}
 	case RF_CTL_VOLUME_STATE: {
-		struct rf_ctl_volume_state m;
+		const struct rf_ctl_volume_state m = msg.volume_state;
 		uint8_t old;
 
-		if (rf_ctl_dec_volume_state(p, h->len, &m, &why)) {
+		if (bad) {
 			RF_WARN("agent", "bad VOLUME_STATE from the hub: %s", why);
 			return;
 		}
@@ -433,45 +414,35 @@ void rfa_ctl_readable(struct rf_agent *a)
 	struct rfa_conn *c = &a->c;
 
 	for (;;) {
-		ssize_t n = read(c->ctl_fd, c->rbuf + c->rlen, RFA_CTL_RBUF_CAP - c->rlen);
-		size_t used = 0;
+		size_t budget = SIZE_MAX, before = budget;
+		const char *why = "";
+		char r[128];
+		int rc = rf_ctl_stream_recv(&c->st, RF_CTL_MAX_PAYLOAD, &budget, &why);
 
-		if (n == 0) {
-			rfa_disconnect(a, "the hub closed the control connection");
-			return;
-		}
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				return;
-			rfa_disconnect(a, strerror(errno));
-			return;
-		}
-		c->rlen += (size_t)n;
-		c->last_rx_ms = rf_now_ms();
-		while (c->rlen - used >= RF_CTL_HDR_LEN) {
-			struct rf_ctl_hdr h;
-			const char *why = "";
-
-			if (rf_ctl_hdr_decode(c->rbuf + used, &h, &why)) {
-				char r[128];
-
-				RF_ERR("agent", "bad frame from the hub: %s", why);
-				ctl_error(a, 0, EPROTO, why);
-				snprintf(r, sizeof(r), "protocol error: %s", why);
-				rfa_disconnect(a, r);
-				return;
-			}
-			if (c->rlen - used < RF_CTL_HDR_LEN + h.len)
-				break;
-			on_frame(a, &h, c->rbuf + used + RF_CTL_HDR_LEN);
+		if (budget != before)
+			c->last_rx_ms = rf_now_ms();
+		switch (rc) {
+		case 1:
+			on_frame(a, &c->st.h, c->st.pl);
 			if (!rfa_link_ctl_up(a->link))
 				return; /* disconnected while handling it */
-			used += RF_CTL_HDR_LEN + h.len;
+			rf_ctl_stream_next(&c->st);
+			continue;
+		case 0:
+			return;
+		case -EPROTO:
+			RF_ERR("agent", "bad frame from the hub: %s", why);
+			ctl_error(a, 0, EPROTO, why);
+			snprintf(r, sizeof(r), "protocol error: %s", why);
+			rfa_disconnect(a, r);
+			return;
+		case -ECONNRESET:
+			rfa_disconnect(a, "the hub closed the control connection");
+			return;
+		default:
+			rfa_disconnect(a, strerror(-rc));
+			return;
 		}
-		memmove(c->rbuf, c->rbuf + used, c->rlen - used);
-		c->rlen -= used;
 	}
 }
 
@@ -487,7 +458,7 @@ void rfa_ctl_close(struct rf_agent *a)
 		close(c->ctl_fd);
 		c->ctl_fd = -1;
 	}
-	c->rlen = c->wlen = 0;
+	rf_ctl_stream_reset(&c->st, -1);
 	c->want_out = false;
 	c->reports_due = 0;
 	for (unsigned i = 0; i < n; i++)

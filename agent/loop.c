@@ -111,6 +111,7 @@ int rfa_loop_init(struct rf_agent *a)
 
 	a->evfd = a->tfd = a->epfd = -1;
 	c->ctl_fd = -1;
+	rf_ctl_stream_init(&c->st, -1, RFA_CTL_WBUF_MAX);
 	c->backoff_ms = a->opts.backoff_min_ms;
 	c->rbuf = malloc(RFA_CTL_RBUF_CAP);
 	if (!c->rbuf)
@@ -146,8 +147,7 @@ void rfa_loop_fini(struct rf_agent *a)
 	c->ptail = NULL;
 	free(c->rbuf);
 	c->rbuf = NULL;
-	free(c->wbuf);
-	c->wbuf = NULL;
+	rf_ctl_stream_fini(&c->st);
 	if (a->epfd >= 0)
 		close(a->epfd);
 	if (a->tfd >= 0)

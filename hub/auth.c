@@ -68,108 +68,102 @@ static const char *role_name(enum rf_auth_role r)
 	return r == RF_AUTH_ROLE_ADMIN ? "admin" : "agent";
 }
 
-/* Refuse, log once with the reason, count, close. */
-static void refuse(struct ctl_conn *c, uint64_t req_id, const char *reason)
+/* Refuse: log once with the reason, count; the ERROR closes the connection. */
+static int refuse(struct ctl_conn *c, struct ctl_reply *r, const char *reason)
 {
 	c->hub->auth_failures++;
 	RF_WARN(SUBSYS, "%s: authentication as '%s' refused: %s", c->peer,
 	        c->auth_id[0] ? c->auth_id : "?", reason);
-	ctl_send_error(c, req_id, EACCES, "authentication failed");
-	ctl_close_after_flush(c);
+	r->close = true;
+	return ctl_fail(r, EACCES, "authentication failed");
 }
 
 /* AUTH_* to a hub without psk_file: say so (the client stops there). */
-static bool hub_authenticates(struct ctl_conn *c, uint64_t req_id)
+static int hub_authenticates(struct ctl_conn *c, struct ctl_reply *r)
 {
 	if (c->hub->auth_on)
-		return true;
-	ctl_send_error(c, req_id, EOPNOTSUPP,
-	               "this hub does not authenticate (no psk_file in its configuration)");
-	return false;
+		return 0;
+	return ctl_fail(r, EOPNOTSUPP,
+	                "this hub does not authenticate (no psk_file in its configuration)");
 }
 
-void auth_start(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
+int auth_malformed(struct ctl_conn *c, const char *why, struct ctl_reply *r)
 {
-	struct rf_ctl_auth_start m;
+	c->hub->protocol_errors++;
+	return refuse(c, r, why);
+}
+
+int auth_start_check(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
+{
+	int rc = hub_authenticates(c, r);
+
+	if (rc)
+		return rc;
+	if (c->auth != AUTH_NONE)
+		return refuse(c, r, "a second AUTH_START on the connection");
+	/* Said HELLO before authentication was turned on: a session is not
+	 * adopted under another identity's key. */
+	if (c->agent)
+		return refuse(c, r, "AUTH_START after HELLO");
+	return 0;
+}
+
+int auth_start(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
+{
+	const struct rf_ctl_auth_start *m = &rq->m->auth_start;
 	struct rf_ctl_auth_blob ch;
 	uint8_t buf[64];
-	const char *why = NULL;
 	int n;
 
-	if (!hub_authenticates(c, req_id))
-		return;
-	if (c->auth != AUTH_NONE) {
-		refuse(c, req_id, "a second AUTH_START on the connection");
-		return;
-	}
-	if (c->agent) {
-		/* Said HELLO before authentication was turned on: a session is
-		 * not adopted under another identity's key. */
-		refuse(c, req_id, "AUTH_START after HELLO");
-		return;
-	}
-	if (rf_ctl_dec_auth_start(p, len, &m, &why)) {
-		c->hub->protocol_errors++;
-		refuse(c, req_id, why);
-		return;
-	}
-	snprintf(c->auth_id, sizeof(c->auth_id), "%s", m.identity);
-	if (m.method != RF_AUTH_METHOD_HMAC_SHA256) {
-		refuse(c, req_id, "unknown method (1 = HMAC-SHA256 is the only one)");
-		return;
-	}
+	snprintf(c->auth_id, sizeof(c->auth_id), "%s", m->identity);
+	if (m->method != RF_AUTH_METHOD_HMAC_SHA256)
+		return refuse(c, r, "unknown method (1 = HMAC-SHA256 is the only one)");
 	/* An unknown identity gets a challenge too: it fails at the proof,
 	 * so the answer does not tell which identities exist. */
-	memcpy(c->auth_nc, m.nonce, sizeof(c->auth_nc));
+	memcpy(c->auth_nc, m->nonce, sizeof(c->auth_nc));
 	if (rf_auth_random(c->auth_nh, sizeof(c->auth_nh))) {
-		ctl_send_error(c, req_id, EIO, "the hub has no random bytes for a nonce");
-		ctl_close_after_flush(c);
-		return;
+		r->close = true;
+		return ctl_fail(r, EIO, "the hub has no random bytes for a nonce");
 	}
 	memcpy(ch.b, c->auth_nh, sizeof(ch.b));
 	n = rf_ctl_enc_auth_blob(buf, sizeof(buf), &ch);
 	c->auth = AUTH_CHALLENGED;
-	ctl_send(c, RF_CTL_AUTH_CHALLENGE, req_id, buf, (uint32_t)n);
+	ctl_send(c, RF_CTL_AUTH_CHALLENGE, rq->req_id, buf, (uint32_t)n);
+	return 0;
 }
 
-void auth_proof(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
+int auth_proof_check(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
 {
+	int rc = hub_authenticates(c, r);
+
+	if (rc)
+		return rc;
+	if (c->auth != AUTH_CHALLENGED)
+		return refuse(c, r,
+		              c->auth == AUTH_DONE ? "AUTH_PROOF after success"
+		                                   : "AUTH_PROOF before AUTH_START");
+	return 0;
+}
+
+int auth_proof(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
+{
+	const struct rf_ctl_auth_blob *proof = &rq->m->auth_blob;
 	const struct rf_auth_key *k;
-	struct rf_ctl_auth_blob proof;
 	struct rf_ctl_auth_ok ok = {0};
 	uint8_t want[RF_AUTH_MAC_LEN], buf[64];
-	const char *why = NULL;
 	int n, mac_rc;
 
-	if (!hub_authenticates(c, req_id))
-		return;
-	if (c->auth != AUTH_CHALLENGED) {
-		refuse(c, req_id,
-		       c->auth == AUTH_DONE ? "AUTH_PROOF after success"
-		                            : "AUTH_PROOF before AUTH_START");
-		return;
-	}
-	if (rf_ctl_dec_auth_blob(p, len, &proof, &why)) {
-		c->hub->protocol_errors++;
-		refuse(c, req_id, why);
-		return;
-	}
 	k = rf_auth_keys_find(&c->hub->keys, c->auth_id);
 	/* An unknown identity costs the same HMAC as a known one. */
 	mac_rc = rf_auth_client_mac(k ? k : &dummy_key, c->auth_id, c->auth_nc, c->auth_nh, want);
-	if (!k) {
-		refuse(c, req_id, "no key for this identity in psk_file");
-		return;
-	}
-	if (mac_rc || !rf_auth_mac_equal(want, proof.b)) {
-		refuse(c, req_id, "wrong key (its proof does not match the hub's key)");
-		return;
-	}
+	if (!k)
+		return refuse(c, r, "no key for this identity in psk_file");
+	if (mac_rc || !rf_auth_mac_equal(want, proof->b))
+		return refuse(c, r, "wrong key (its proof does not match the hub's key)");
 	ok.role = (uint8_t)k->role;
 	if (rf_auth_hub_mac(k, c->auth_id, c->auth_nc, c->auth_nh, ok.role, ok.mac)) {
-		ctl_send_error(c, req_id, EIO, "HMAC failed");
-		ctl_close_after_flush(c);
-		return;
+		r->close = true;
+		return ctl_fail(r, EIO, "HMAC failed");
 	}
 	n = rf_ctl_enc_auth_ok(buf, sizeof(buf), &ok);
 	c->auth = AUTH_DONE;
@@ -177,16 +171,26 @@ void auth_proof(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t 
 	c->role = k->role;
 	c->hub->auth_ok++;
 	RF_INFO(SUBSYS, "%s: authenticated as '%s' (%s)", c->peer, c->auth_id, role_name(c->role));
-	ctl_send(c, RF_CTL_AUTH_OK, req_id, buf, (uint32_t)n);
+	ctl_send(c, RF_CTL_AUTH_OK, rq->req_id, buf, (uint32_t)n);
+	return 0;
 }
 
-bool auth_frame_ok(struct ctl_conn *c)
+uint32_t auth_frame_max(const struct ctl_conn *c)
 {
-	if (!c->hub->auth_on || c->auth == AUTH_DONE || c->h.len <= HUB_PREAUTH_MAX_LEN)
-		return true;
 	/* Nothing big is buffered for a peer that has proved nothing. */
-	refuse(c, c->h.req_id, "a frame of more than 256 bytes before authenticating");
-	return false;
+	if (!c->hub->auth_on || c->auth == AUTH_DONE)
+		return RF_CTL_MAX_PAYLOAD;
+	return HUB_PREAUTH_MAX_LEN;
+}
+
+void auth_frame_too_big(struct ctl_conn *c)
+{
+	struct ctl_reply r = {0};
+	int rc = refuse(c, &r, "a frame of more than 256 bytes before authenticating");
+
+	/* Refused by its header: not a message yet, so not through the dispatcher. */
+	ctl_send_error(c, c->st.h.req_id, -rc, "%s", r.why);
+	ctl_close_after_flush(c);
 }
 
 void auth_handshake_expired(struct ctl_conn *c)
@@ -208,56 +212,33 @@ void auth_handshake_expired(struct ctl_conn *c)
 	ctl_close(c, "not authenticated in time");
 }
 
-/* The role a message needs; 0 when any authenticated peer may send it. */
-static enum rf_auth_role needed_role(uint16_t type)
+int auth_allows(struct ctl_conn *c, uint16_t type, const struct rf_ctl_msg_desc *d,
+                struct ctl_reply *r)
 {
-	switch (type) {
-	case RF_CTL_HELLO:
-	case RF_CTL_VOLUME_REPORT:
-	case RF_CTL_SYNC_POSTED:
-	case RF_CTL_PROGRESS:
-		return RF_AUTH_ROLE_AGENT;
-	case RF_CTL_STATUS:
-	case RF_CTL_POINTS:
-	case RF_CTL_ADMIN:
-	case RF_CTL_IO_OPEN:
-	case RF_CTL_IO_READ:
-	case RF_CTL_IO_WRITE:
-	case RF_CTL_IO_FLUSH:
-		return RF_AUTH_ROLE_ADMIN;
-	default:
+	enum rf_ctl_role need = d ? d->role : RF_CTL_ROLE_NONE;
+	enum rf_auth_role role;
+
+	if (!c->hub->auth_on || need == RF_CTL_ROLE_PREAUTH)
 		return 0;
-	}
-}
-
-bool auth_allows(struct ctl_conn *c, uint16_t type, uint64_t req_id)
-{
-	enum rf_auth_role need;
-
-	if (!c->hub->auth_on || type == RF_CTL_AUTH_START || type == RF_CTL_AUTH_PROOF)
-		return true;
 	if (c->auth != AUTH_DONE) {
 		c->hub->auth_failures++;
 		RF_WARN(SUBSYS, "%s: message type %u before authentication: refused, closing",
 		        c->peer, type);
-		/* Never answer an ERROR with an ERROR. */
-		if (type != RF_CTL_ERROR)
-			ctl_send_error(c, req_id, EACCES,
-			               "authentication required: this hub has a psk_file; give the "
-			               "client its key (psk_file)");
-		ctl_close_after_flush(c);
-		return false;
+		r->close = true;
+		return ctl_fail(r, EACCES,
+		                "authentication required: this hub has a psk_file; give the "
+		                "client its key (psk_file)");
 	}
-	need = needed_role(type);
-	if (need && need != c->role) {
+	if (need != RF_CTL_ROLE_AGENT && need != RF_CTL_ROLE_ADMIN)
+		return 0; /* any identity; a type the hub does not take is refused after */
+	role = need == RF_CTL_ROLE_AGENT ? RF_AUTH_ROLE_AGENT : RF_AUTH_ROLE_ADMIN;
+	if (role != c->role) {
 		RF_WARN(SUBSYS, "%s: '%s' (%s) may not send message type %u: refused", c->peer,
 		        c->auth_id, role_name(c->role), type);
-		ctl_send_error(c, req_id, EACCES,
-		               "identity '%s' (role %s) may not send this message", c->auth_id,
-		               role_name(c->role));
-		return false;
+		return ctl_fail(r, EACCES, "identity '%s' (role %s) may not send this message",
+		                c->auth_id, role_name(c->role));
 	}
-	return true;
+	return 0;
 }
 
 /* Why @c's proof no longer holds under the keys now loaded, or NULL. */

@@ -45,6 +45,7 @@
 #include "repfabric/admit.h"
 #include "repfabric/auth.h"
 #include "repfabric/ctl.h"
+#include "repfabric/ctl_stream.h"
 #include "repfabric/fabric.h"
 #include "repfabric/ring.h"
 
@@ -89,22 +90,10 @@ struct ctl_conn {
 	struct ev_src src;
 	struct hub *hub;
 	struct ctl_conn *next;
-	struct rf_pending pend; /* in hub.ctl_admit until it proves itself (ctl_proven) */
-	int fd;
-	char peer[80]; /* "ADDR:PORT" for messages */
-
-	/* receive: a header, then its payload */
-	bool rx_payload;
-	uint8_t hdr[RF_CTL_HDR_LEN];
-	size_t got;
-	struct rf_ctl_hdr h;
-	uint8_t *pl;
-	size_t plcap;
-
-	/* send */
-	uint8_t *out;
-	size_t out_off, out_len, out_cap;
-	bool want_out; /* EPOLLOUT armed */
+	struct rf_pending pend;  /* in hub.ctl_admit until it proves itself (ctl_proven) */
+	struct rf_ctl_stream st; /* the socket (st.fd), frames in and out */
+	char peer[80];           /* "ADDR:PORT" for messages */
+	bool want_out;           /* EPOLLOUT armed */
 
 	bool closing;     /* flush what is queued, then close */
 	bool dead;        /* closed; freed after this loop turn */
@@ -124,6 +113,33 @@ struct ctl_conn {
 	char auth_id[RF_CTL_MAX_NAME + 1];
 	uint8_t auth_nc[RF_AUTH_NONCE_LEN], auth_nh[RF_AUTH_NONCE_LEN];
 };
+
+/* ---- control messages, as the dispatcher hands them out (ctl_server.c) -- */
+
+/* One received message: its table row, checked and decoded once. */
+struct ctl_request {
+	uint16_t type;
+	uint64_t req_id;
+	uint32_t len; /* payload bytes */
+	const struct rf_ctl_msg_desc *desc;
+	const union rf_ctl_msg *m; /* the payload, decoded by desc->decode */
+};
+
+/*
+ * A refusal. A handler that refuses returns -errno (the code its ERROR
+ * carries) and fills this with ctl_fail(); ctl_dispatch() alone sends the
+ * ERROR (and counts it in refusals). @close: close the connection once the
+ * ERROR is flushed (the peer cannot go on: a wrong protocol version, a
+ * failed authentication).
+ */
+struct ctl_reply {
+	bool close;
+	char why[RF_CTL_MAX_TEXT + 1];
+};
+
+/* The handler of a message type: 0 (it sent its own success reply, if
+ * any) or -errno with @r filled. */
+typedef int ctl_handler_fn(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r);
 
 /* How the descriptor limit is shared out (limits.c, docs/CONFIG.md). */
 struct hub_fd_budget {

@@ -14,10 +14,16 @@
 
 int auth_init(struct hub *h);
 void auth_fini(struct hub *h);
-/* May @c send a message of @type? If not, it was answered (and maybe closed). */
-bool auth_allows(struct ctl_conn *c, uint16_t type, uint64_t req_id);
-/* A complete header before AUTH_OK: small enough? If not, refused and closing. */
-bool auth_frame_ok(struct ctl_conn *c);
+/* An AUTH_* payload that does not decode: a failed authentication. */
+int auth_malformed(struct ctl_conn *c, const char *why, struct ctl_reply *r);
+/* May @c send a message of @type (table row @d, NULL when unknown)? 0, or
+ * -EACCES with @r filled (closing before authentication). */
+int auth_allows(struct ctl_conn *c, uint16_t type, const struct rf_ctl_msg_desc *d,
+                struct ctl_reply *r);
+/* The largest payload @c may send now (a cap before AUTH_OK). */
+uint32_t auth_frame_max(const struct ctl_conn *c);
+/* A header above auth_frame_max() arrived: refused, closing. */
+void auth_frame_too_big(struct ctl_conn *c);
 /* @c did not prove itself in time: count it and close it. */
 void auth_handshake_expired(struct ctl_conn *c);
 /* After a reload: close connections whose proof no longer holds. */

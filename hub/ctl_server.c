@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Control connections: nonblocking sockets driven by the hub loop. Each has
- * a two-phase receive state machine (the 24-byte header, checked with
- * rf_ctl_hdr_decode before anything else is read, then exactly its payload)
- * and an output buffer flushed as the socket allows.
+ * Control connections: nonblocking sockets driven by the hub loop, each a
+ * framed stream (common/ctl_stream.c: the 24-byte header checked before
+ * anything else is read, then exactly its payload; an output buffer flushed
+ * as the socket allows), and the one dispatch path for what they receive:
+ * ctl_dispatch() looks the type up in the message table once, checks
+ * direction and role, decodes, calls the handler, and sends the ERROR of
+ * every refusal (handlers return 0 or -errno and a reason).
  *
  * A header that fails its checks cannot be resynchronised: ERROR (EPROTO,
  * or EPROTONOSUPPORT for another protocol version) is queued and the
@@ -29,7 +32,6 @@
 #define SUBSYS           "ctl"
 #define CTL_ACCEPT_BURST 16         /* connections accepted per loop turn */
 #define READ_BUDGET      (4u << 20) /* bytes read from one connection per turn */
-#define PAYLOAD_KEEP     (64u << 10)
 
 /* rf_admit pauses and resumes the control listener through this. */
 static int ctl_watch(void *ctx, bool on)
@@ -168,7 +170,7 @@ void ctl_accept(struct hub *h)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->src = (struct ev_src){.kind = EV_CONN, .ptr = c};
 		c->hub = h;
-		c->fd = fd;
+		rf_ctl_stream_init(&c->st, fd, HUB_OUT_MAX);
 		c->accepted_at = c->last_rx = c->last_hb_sent = now;
 		peer_name(fd, c->peer, sizeof(c->peer));
 		if (hub_ep_add(h, fd, EPOLLIN, &c->src)) {
@@ -215,9 +217,9 @@ void ctl_close(struct ctl_conn *c, const char *why)
 		RF_INFO(SUBSYS, "%s: control connection closed: %s", who(c, w, sizeof(w)), why);
 	else
 		RF_DEBUG(SUBSYS, "%s: control connection closed: %s", c->peer, why);
-	hub_ep_del(c->hub, c->fd);
-	close(c->fd);
-	c->fd = -1;
+	hub_ep_del(c->hub, c->st.fd);
+	close(c->st.fd);
+	c->st.fd = -1;
 	c->dead = true;
 	rf_admit_pending_del(&c->hub->ctl_admit, &c->pend);
 	c->hub->nconns--;
@@ -229,81 +231,44 @@ static void update_events(struct ctl_conn *c)
 {
 	uint32_t ev = c->closing ? 0 : EPOLLIN;
 
-	if (c->out_len > c->out_off)
+	if (rf_ctl_stream_pending(&c->st))
 		ev |= EPOLLOUT;
-	hub_ep_mod(c->hub, c->fd, ev, &c->src);
+	hub_ep_mod(c->hub, c->st.fd, ev, &c->src);
 	c->want_out = (ev & EPOLLOUT) != 0;
 }
 
 static void flush_out(struct ctl_conn *c)
 {
-	while (!c->dead && c->out_off < c->out_len) {
-		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-		                 MSG_NOSIGNAL | MSG_DONTWAIT);
+	int rc;
 
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			ctl_close(c, strerror(errno));
-			return;
-		}
-		c->out_off += (size_t)n;
-	}
 	if (c->dead)
 		return;
-	if (c->out_off == c->out_len) {
-		c->out_off = c->out_len = 0;
-		if (c->out_cap > PAYLOAD_KEEP) {
-			free(c->out);
-			c->out = NULL;
-			c->out_cap = 0;
-		}
-		if (c->closing) {
-			ctl_close(c, "closed after an error");
-			return;
-		}
+	rc = rf_ctl_stream_flush(&c->st);
+	if (rc) {
+		ctl_close(c, strerror(-rc));
+		return;
 	}
-	if (c->want_out != (c->out_len > c->out_off) || c->closing)
+	if (!rf_ctl_stream_pending(&c->st) && c->closing) {
+		ctl_close(c, "closed after an error");
+		return;
+	}
+	if (c->want_out != (rf_ctl_stream_pending(&c->st) > 0) || c->closing)
 		update_events(c);
 }
 
 int ctl_send(struct ctl_conn *c, uint16_t type, uint64_t req_id, const void *payload, uint32_t len)
 {
-	size_t need = RF_CTL_HDR_LEN + (size_t)len;
+	int rc;
 
 	if (c->dead)
 		return -ENOTCONN;
-	if (len > RF_CTL_MAX_PAYLOAD)
-		return -EMSGSIZE;
-	if (c->out_len - c->out_off + need > HUB_OUT_MAX) {
+	rc = rf_ctl_stream_queue(&c->st, type, req_id, payload, len);
+	if (rc == -ENOBUFS)
 		ctl_close(c, "the peer does not read what the hub sends");
-		return -ENOBUFS;
-	}
-	if (c->out_off && c->out_len + need > c->out_cap) {
-		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-		c->out_len -= c->out_off;
-		c->out_off = 0;
-	}
-	if (c->out_len + need > c->out_cap) {
-		size_t cap = c->out_cap ? c->out_cap : 4096;
-		uint8_t *n;
-
-		while (cap < c->out_len + need)
-			cap *= 2;
-		n = realloc(c->out, cap);
-		if (!n) {
-			ctl_close(c, "out of memory");
-			return -ENOMEM;
-		}
-		c->out = n;
-		c->out_cap = cap;
-	}
-	rf_ctl_hdr_encode(c->out + c->out_len, type, req_id, len);
-	if (len)
-		memcpy(c->out + c->out_len + RF_CTL_HDR_LEN, payload, len);
-	c->out_len += need;
+	else if (rc == -ENOMEM)
+		ctl_close(c, "out of memory");
+	if (rc)
+		return rc;
 	flush_out(c);
 	return c->dead ? -ENOTCONN : 0;
 }
@@ -332,164 +297,165 @@ void ctl_close_after_flush(struct ctl_conn *c)
 		return;
 	c->closing = true;
 	c->close_by = hub_now_ms() + HUB_CLOSE_GRACE_MS;
-	if (c->out_off == c->out_len)
+	if (!rf_ctl_stream_pending(&c->st))
 		ctl_close(c, "closed after an error");
 	else
 		update_events(c);
 }
 
-static void on_heartbeat(struct ctl_conn *c, uint64_t req_id, uint32_t len)
+int ctl_fail(struct ctl_reply *r, int code, const char *fmt, ...)
 {
-	if (len) {
-		ctl_send_error(c, req_id, EBADMSG, "HEARTBEAT carries no payload (got %u bytes)",
-		               len);
-		return;
-	}
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(r->why, sizeof(r->why), fmt, ap);
+	va_end(ap);
+	return -code;
+}
+
+static int on_heartbeat(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
+{
 	/* Our own requests carry bit 63: that is an answer, never answer it. */
-	if (req_id & HUB_REQ_HUB_BIT) {
-		if (req_id == c->hb_req) {
+	if (rq->req_id & HUB_REQ_HUB_BIT) {
+		if (rq->req_id == c->hb_req) {
 			c->hb_req = 0;
 			c->hb_pending_since = 0;
 		}
-		return;
+		return 0;
 	}
-	ctl_send(c, RF_CTL_HEARTBEAT, req_id, NULL, 0);
+	ctl_send(c, RF_CTL_HEARTBEAT, rq->req_id, NULL, 0);
+	return 0;
 }
 
-static void on_error(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
+static int on_error(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
 {
-	struct rf_ctl_error e;
-	const char *why = NULL;
+	const struct rf_ctl_error *e = &rq->m->error;
 	char w[160];
 
-	if (rf_ctl_dec_error(p, len, &e, &why)) {
-		RF_WARN(SUBSYS, "%s: malformed ERROR (%s)", who(c, w, sizeof(w)), why);
-		return;
-	}
-	if (sync_on_error(c, req_id, &e))
-		return;
+	if (sync_on_error(c, rq->req_id, e))
+		return 0;
+	RF_WARN(SUBSYS, "%s: ERROR %d (%s) for request %#llx: %s", who(c, w, sizeof(w)), e->code,
+	        strerror(e->code), (unsigned long long)rq->req_id, e->reason);
+	return 0;
+}
+
+/* An ERROR that does not decode is logged, never answered. */
+static int error_malformed(struct ctl_conn *c, const char *why, struct ctl_reply *r)
+{
+	char w[160];
+
+	RF_WARN(SUBSYS, "%s: malformed ERROR (%s)", who(c, w, sizeof(w)), why);
+	return 0;
+}
+
+/*
+ * What the hub does with each message it accepts. Name, direction, role
+ * and decoder are the message table's (common/ctl_msgs.c); a type sent to
+ * the hub has a row here.
+ */
+struct ctl_handler {
+	ctl_handler_fn *handle;
+	ctl_handler_fn *check; /* the state the message needs, before decoding; or NULL */
+	/* A payload that does not decode; NULL: EBADMSG "malformed WHAT: why". */
+	int (*malformed)(struct ctl_conn *c, const char *why, struct ctl_reply *r);
+	const char *what; /* WHAT above, when not the type's name */
+	bool needs_hello; /* without a HELLO first: EPERM "NAME before HELLO" */
+};
+
+static const struct ctl_handler handlers[RF_CTL_TYPE_LIMIT] = {
+    [RF_CTL_ERROR] = {.handle = on_error, .malformed = error_malformed},
+    [RF_CTL_HELLO] = {.handle = session_hello, .check = session_hello_check},
+    [RF_CTL_VOLUME_REPORT] = {.handle = volume_report, .needs_hello = true},
+    [RF_CTL_SYNC_POSTED] = {.handle = sync_on_posted, .needs_hello = true},
+    [RF_CTL_HEARTBEAT] = {.handle = on_heartbeat},
+    [RF_CTL_STATUS] = {.handle = status_request},
+    [RF_CTL_PROGRESS] = {.handle = session_progress, .needs_hello = true},
+    [RF_CTL_IO_OPEN] = {.handle = testview_io},
+    [RF_CTL_IO_READ] = {.handle = testview_io, .what = "IO request"},
+    [RF_CTL_IO_WRITE] = {.handle = testview_io, .what = "IO request"},
+    [RF_CTL_IO_FLUSH] = {.handle = testview_io, .what = "IO request"},
+    [RF_CTL_POINTS] = {.handle = pit_points},
+    [RF_CTL_ADMIN] = {.handle = pit_admin},
+    [RF_CTL_AUTH_START] = {.handle = auth_start,
+                           .check = auth_start_check,
+                           .malformed = auth_malformed},
+    [RF_CTL_AUTH_PROOF] = {.handle = auth_proof,
+                           .check = auth_proof_check,
+                           .malformed = auth_malformed},
+};
+
+/* The one place a refusal becomes an ERROR frame (counted in refusals). */
+static void reply_error(struct ctl_conn *c, uint16_t type, uint64_t req_id, int rc,
+                        const struct ctl_reply *r)
+{
 	/* Never answer an ERROR with an ERROR. */
-	RF_WARN(SUBSYS, "%s: ERROR %d (%s) for request %#llx: %s", who(c, w, sizeof(w)), e.code,
-	        strerror(e.code), (unsigned long long)req_id, e.reason);
+	if (type != RF_CTL_ERROR)
+		ctl_send_error(c, req_id, -rc, "%s", r->why[0] ? r->why : strerror(-rc));
+	if (r->close)
+		ctl_close_after_flush(c);
 }
 
-static const char *type_name(uint16_t t)
+/* Past direction and role: the handler's checks, the decoder, the handler. */
+static int handle(struct ctl_conn *c, const struct ctl_handler *hd, struct ctl_request *rq,
+                  const uint8_t *p, struct ctl_reply *r)
 {
-	static const char *const names[] = {
-	    [RF_CTL_ERROR] = "ERROR",
-	    [RF_CTL_HELLO] = "HELLO",
-	    [RF_CTL_HELLO_OK] = "HELLO_OK",
-	    [RF_CTL_VOLUME_REPORT] = "VOLUME_REPORT",
-	    [RF_CTL_VOLUME_OK] = "VOLUME_OK",
-	    [RF_CTL_SYNC_READ] = "SYNC_READ",
-	    [RF_CTL_SYNC_POSTED] = "SYNC_POSTED",
-	    [RF_CTL_HEARTBEAT] = "HEARTBEAT",
-	    [RF_CTL_STATUS] = "STATUS",
-	    [RF_CTL_STATUS_OK] = "STATUS_OK",
-	    [RF_CTL_VOLUME_STATE] = "VOLUME_STATE",
-	    [RF_CTL_PROGRESS] = "PROGRESS",
-	    [RF_CTL_REPORT_AGAIN] = "REPORT_AGAIN",
-	    [RF_CTL_IO_OPEN] = "IO_OPEN",
-	    [RF_CTL_IO_OPEN_OK] = "IO_OPEN_OK",
-	    [RF_CTL_IO_READ] = "IO_READ",
-	    [RF_CTL_IO_DATA] = "IO_DATA",
-	    [RF_CTL_IO_WRITE] = "IO_WRITE",
-	    [RF_CTL_IO_FLUSH] = "IO_FLUSH",
-	    [RF_CTL_IO_DONE] = "IO_DONE",
-	    [RF_CTL_POINTS] = "POINTS",
-	    [RF_CTL_POINTS_OK] = "POINTS_OK",
-	    [RF_CTL_ADMIN] = "ADMIN",
-	    [RF_CTL_ADMIN_OK] = "ADMIN_OK",
-	    [RF_CTL_AUTH_START] = "AUTH_START",
-	    [RF_CTL_AUTH_CHALLENGE] = "AUTH_CHALLENGE",
-	    [RF_CTL_AUTH_PROOF] = "AUTH_PROOF",
-	    [RF_CTL_AUTH_OK] = "AUTH_OK",
-	};
+	union rf_ctl_msg m;
+	const char *why = "?";
+	int rc;
 
-	return t < sizeof(names) / sizeof(names[0]) && names[t] ? names[t] : "?";
+	if (hd->needs_hello && !c->agent)
+		return ctl_fail(r, EPERM, "%s before HELLO", rq->desc->name);
+	if (hd->check) {
+		rc = hd->check(c, rq, r);
+		if (rc)
+			return rc;
+	}
+	if (!rq->desc->decode && rq->len)
+		return ctl_fail(r, EBADMSG, "%s carries no payload (got %u bytes)", rq->desc->name,
+		                rq->len);
+	if (rf_ctl_decode(rq->desc, p, rq->len, &m, &why)) {
+		if (hd->malformed)
+			return hd->malformed(c, why, r);
+		return ctl_fail(r, EBADMSG, "malformed %s: %s",
+		                hd->what ? hd->what : rq->desc->name, why);
+	}
+	rq->m = &m;
+	return hd->handle(c, rq, r);
 }
 
-/* A complete frame: header in c->h, payload in c->pl. */
-static void dispatch(struct ctl_conn *c)
+void ctl_dispatch(struct ctl_conn *c, const struct rf_ctl_hdr *h, const uint8_t *p)
 {
-	uint64_t req = c->h.req_id;
-	uint32_t len = c->h.len;
-	const uint8_t *p = c->pl;
+	const struct rf_ctl_msg_desc *d = rf_ctl_msg_desc(h->type);
+	const struct ctl_handler *hd = d && (d->dir & RF_CTL_TO_HUB) ? &handlers[h->type] : NULL;
+	struct ctl_request rq = {.type = h->type, .req_id = h->req_id, .len = h->len, .desc = d};
+	struct ctl_reply r = {0};
+	int rc;
 
 	c->frames_in++;
-	if (!auth_allows(c, c->h.type, req))
+	rc = auth_allows(c, h->type, d, &r);
+	if (rc) {
+		reply_error(c, h->type, h->req_id, rc, &r);
 		return;
+	}
 	/* Without keys a well-formed frame proves a peer; with keys only
 	 * AUTH_OK does, and a frame the hub accepted so far engages it. */
 	if (!c->hub->auth_on)
 		ctl_proven(c);
 	else
 		rf_admit_engaged(&c->hub->ctl_admit, &c->pend);
-	switch (c->h.type) {
-	case RF_CTL_AUTH_START:
-		auth_start(c, req, p, len);
-		break;
-	case RF_CTL_AUTH_PROOF:
-		auth_proof(c, req, p, len);
-		break;
-	case RF_CTL_HELLO:
-		session_hello(c, req, p, len);
-		break;
-	case RF_CTL_VOLUME_REPORT:
-		volume_report(c, req, p, len);
-		break;
-	case RF_CTL_SYNC_POSTED:
-		sync_on_posted(c, req, p, len);
-		break;
-	case RF_CTL_HEARTBEAT:
-		on_heartbeat(c, req, len);
-		break;
-	case RF_CTL_STATUS:
-		if (len)
-			ctl_send_error(c, req, EBADMSG, "STATUS carries no payload (got %u bytes)",
-			               len);
-		else
-			status_request(c, req);
-		break;
-	case RF_CTL_PROGRESS:
-		session_progress(c, p, len);
-		break;
-	case RF_CTL_ERROR:
-		on_error(c, req, p, len);
-		break;
-	case RF_CTL_POINTS:
-		pit_points(c, req, p, len);
-		break;
-	case RF_CTL_ADMIN:
-		pit_admin(c, req, p, len);
-		break;
-	case RF_CTL_IO_OPEN:
-	case RF_CTL_IO_READ:
-	case RF_CTL_IO_WRITE:
-	case RF_CTL_IO_FLUSH:
-		testview_io(c, c->h.type, req, p, len);
-		break;
-	case RF_CTL_HELLO_OK:
-	case RF_CTL_VOLUME_OK:
-	case RF_CTL_SYNC_READ:
-	case RF_CTL_STATUS_OK:
-	case RF_CTL_VOLUME_STATE:
-	case RF_CTL_IO_OPEN_OK:
-	case RF_CTL_IO_DATA:
-	case RF_CTL_IO_DONE:
-	case RF_CTL_POINTS_OK:
-	case RF_CTL_ADMIN_OK:
-	case RF_CTL_AUTH_CHALLENGE:
-	case RF_CTL_AUTH_OK:
-	case RF_CTL_REPORT_AGAIN:
-		ctl_send_error(c, req, EOPNOTSUPP,
-		               "message type %u (%s) is sent by the hub, not to it", c->h.type,
-		               type_name(c->h.type));
-		break;
-	default:
-		ctl_send_error(c, req, EOPNOTSUPP, "unknown message type %u", c->h.type);
-		break;
+	if (d && !hd)
+		rc = ctl_fail(&r, EOPNOTSUPP, "message type %u (%s) is sent by the hub, not to it",
+		              h->type, d->name);
+	else if (!hd || !hd->handle)
+		rc = ctl_fail(&r, EOPNOTSUPP, "unknown message type %u", h->type);
+	if (rc) {
+		reply_error(c, h->type, h->req_id, rc, &r);
+		return;
 	}
+	rc = handle(c, hd, &rq, p, &r);
+	/* An ERROR about a notification carries no request id. */
+	if (rc)
+		reply_error(c, h->type, d->notify ? 0 : h->req_id, rc, &r);
 }
 
 static uint32_t le32(const uint8_t *p)
@@ -497,32 +463,24 @@ static uint32_t le32(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* The header is complete: check it before reading anything more. */
-static int header_done(struct ctl_conn *c)
+/* A header that fails its checks: say why, and close once that is sent. */
+static void bad_header(struct ctl_conn *c, const char *why)
 {
-	const char *why = "bad header";
+	const uint8_t *hdr = c->st.hdr;
 	uint64_t req = 0;
-	int code;
 
-	if (rf_ctl_hdr_decode(c->hdr, &c->h, &why) == 0) {
-		if (!auth_frame_ok(c))
-			return -EPROTO;
-		return 0;
-	}
 	c->hub->protocol_errors++;
-	if (le32(c->hdr) == RF_CTL_MAGIC && (c->hdr[4] | c->hdr[5] << 8) != RF_CTL_VERSION) {
-		code = EPROTONOSUPPORT;
-		req = c->h.req_id;
-		ctl_send_error(c, req, code, "protocol version %u is not supported (hub speaks %u)",
-		               c->hdr[4] | c->hdr[5] << 8, RF_CTL_VERSION);
+	if (le32(hdr) == RF_CTL_MAGIC && (hdr[4] | hdr[5] << 8) != RF_CTL_VERSION) {
+		req = c->st.h.req_id;
+		ctl_send_error(c, req, EPROTONOSUPPORT,
+		               "protocol version %u is not supported (hub speaks %u)",
+		               hdr[4] | hdr[5] << 8, RF_CTL_VERSION);
 	} else {
-		code = EPROTO;
-		if (le32(c->hdr) == RF_CTL_MAGIC)
-			req = c->h.req_id;
-		ctl_send_error(c, req, code, "malformed frame header: %s", why);
+		if (le32(hdr) == RF_CTL_MAGIC)
+			req = c->st.h.req_id;
+		ctl_send_error(c, req, EPROTO, "malformed frame header: %s", why);
 	}
 	ctl_close_after_flush(c);
-	return -EPROTO;
 }
 
 static void read_input(struct ctl_conn *c)
@@ -530,62 +488,36 @@ static void read_input(struct ctl_conn *c)
 	size_t budget = READ_BUDGET;
 
 	while (!c->dead && !c->closing && budget > 0) {
-		uint8_t *dst;
-		size_t want;
-		ssize_t n;
+		const char *why = "bad header";
+		size_t before = budget;
+		int rc = rf_ctl_stream_recv(&c->st, auth_frame_max(c), &budget, &why);
 
-		if (!c->rx_payload) {
-			dst = c->hdr + c->got;
-			want = RF_CTL_HDR_LEN - c->got;
-		} else {
-			dst = c->pl + c->got;
-			want = c->h.len - c->got;
-		}
-		n = read(c->fd, dst, want < budget ? want : budget);
-		if (n == 0) {
-			ctl_close(c, c->got || c->rx_payload
+		if (budget != before)
+			c->last_rx = hub_now_ms();
+		switch (rc) {
+		case 1:
+			ctl_dispatch(c, &c->st.h, c->st.pl);
+			rf_ctl_stream_next(&c->st);
+			continue;
+		case 0:
+			return;
+		case -EPROTO:
+			bad_header(c, why);
+			return;
+		case -EMSGSIZE:
+			auth_frame_too_big(c);
+			return;
+		case -ECONNRESET:
+			ctl_close(c, rf_ctl_stream_mid_frame(&c->st)
 			                 ? "peer closed in the middle of a frame"
 			                 : "closed by the peer");
 			return;
-		}
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				ctl_close(c, strerror(errno));
+		case -ENOMEM:
+			ctl_close(c, "out of memory for a payload");
 			return;
-		}
-		c->last_rx = hub_now_ms();
-		budget -= (size_t)n;
-		c->got += (size_t)n;
-		if ((size_t)n < want)
-			continue;
-		if (!c->rx_payload) {
-			if (header_done(c))
-				return;
-			c->got = 0;
-			if (c->h.len > 0) {
-				if (c->h.len > c->plcap) {
-					uint8_t *np = realloc(c->pl, c->h.len);
-
-					if (!np) {
-						ctl_close(c, "out of memory for a payload");
-						return;
-					}
-					c->pl = np;
-					c->plcap = c->h.len;
-				}
-				c->rx_payload = true;
-				continue;
-			}
-		}
-		c->rx_payload = false;
-		c->got = 0;
-		dispatch(c);
-		if (c->plcap > PAYLOAD_KEEP) {
-			free(c->pl);
-			c->pl = NULL;
-			c->plcap = 0;
+		default:
+			ctl_close(c, strerror(-rc));
+			return;
 		}
 	}
 }
@@ -656,8 +588,7 @@ void ctl_reap(struct hub *h)
 		}
 		session_conn_closed(c);
 		*pp = c->next;
-		free(c->pl);
-		free(c->out);
+		rf_ctl_stream_fini(&c->st);
 		free(c);
 	}
 }

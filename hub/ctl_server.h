@@ -19,6 +19,12 @@
 int ctl_listen(struct hub *h);
 void ctl_accept(struct hub *h);
 void ctl_conn_event(struct ctl_conn *c, uint32_t events);
+/* One complete frame (header @h, payload @p): look it up, check direction
+ * and role, decode, call its handler, send its ERROR if refused. */
+void ctl_dispatch(struct ctl_conn *c, const struct rf_ctl_hdr *h, const uint8_t *p);
+/* Fill @r->why; returns -@code (for "return ctl_fail(r, EPERM, ...)"). */
+int ctl_fail(struct ctl_reply *r, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 int ctl_send(struct ctl_conn *c, uint16_t type, uint64_t req_id, const void *payload, uint32_t len);
 void ctl_send_error(struct ctl_conn *c, uint64_t req_id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

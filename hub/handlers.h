@@ -13,29 +13,27 @@
 
 #include "base.h"
 
-/* auth.c: AUTH_START, AUTH_PROOF (the PSK challenge-response, ctl_auth.h) */
-void auth_start(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
-void auth_proof(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
+/* auth.c: AUTH_START, AUTH_PROOF (the PSK challenge-response, ctl_auth.h):
+ * the state they need (checked before decoding), then the step. */
+ctl_handler_fn auth_start_check, auth_start, auth_proof_check, auth_proof;
 
 /* session.c: HELLO, PROGRESS */
-void session_hello(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
-void session_progress(struct ctl_conn *c, const uint8_t *p, uint32_t len);
+ctl_handler_fn session_hello_check, session_hello; /* HELLO */
+ctl_handler_fn session_progress;                   /* PROGRESS */
 
 /* volume.c: VOLUME_REPORT */
-void volume_report(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
+ctl_handler_fn volume_report;
 
 /* sync.c: SYNC_POSTED (an ERROR to a SYNC_READ: sync_on_error, sync.h) */
-void sync_on_posted(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
+ctl_handler_fn sync_on_posted;
 
 /* pit.c: POINTS, ADMIN (failover test start/stop, failover) */
-void pit_points(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
-void pit_admin(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len);
+ctl_handler_fn pit_points, pit_admin;
 
 /* testview.c: IO_OPEN, IO_READ, IO_WRITE, IO_FLUSH on a failover test's view */
-void testview_io(struct ctl_conn *c, uint16_t type, uint64_t req_id, const uint8_t *p,
-                 uint32_t len);
+ctl_handler_fn testview_io;
 
 /* status.c: STATUS */
-void status_request(struct ctl_conn *c, uint64_t req_id);
+ctl_handler_fn status_request;
 
 #endif /* REPHUB_HANDLERS_H */

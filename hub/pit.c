@@ -27,32 +27,25 @@
 
 /* ---- POINTS -------------------------------------------------------------- */
 
-static struct volume *named_volume(struct ctl_conn *c, uint64_t req_id, const char *name)
+static int named_volume(struct ctl_conn *c, const char *name, struct volume **v,
+                        struct ctl_reply *r)
 {
-	struct volume *v = volume_find(c->hub, name);
-
-	if (!v)
-		ctl_send_error(c, req_id, ENOENT, "no volume named '%s' in the hub's configuration",
-		               name);
-	return v;
+	*v = volume_find(c->hub, name);
+	if (!*v)
+		return ctl_fail(r, ENOENT, "no volume named '%s' in the hub's configuration", name);
+	return 0;
 }
 
-void pit_points(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
+int pit_points(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
 {
 	struct rf_ctl_points_ok ok = {0};
-	struct rf_ctl_points m;
-	const char *why = NULL;
 	struct volume *v;
 	uint8_t buf[128];
-	int n;
+	int n, rc;
 
-	if (rf_ctl_dec_points(p, len, &m, &why)) {
-		ctl_send_error(c, req_id, EBADMSG, "malformed POINTS: %s", why);
-		return;
-	}
-	v = named_volume(c, req_id, m.name);
-	if (!v)
-		return;
+	rc = named_volume(c, rq->m->points.name, &v, r);
+	if (rc)
+		return rc;
 	if (v->jr) {
 		struct journal_info in;
 
@@ -77,7 +70,8 @@ void pit_points(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t 
 		ok.flags |= RF_POINTS_FAILED_OVER;
 	n = rf_ctl_enc_points_ok(buf, sizeof(buf), &ok);
 	if (n > 0)
-		ctl_send(c, RF_CTL_POINTS_OK, req_id, buf, (uint32_t)n);
+		ctl_send(c, RF_CTL_POINTS_OK, rq->req_id, buf, (uint32_t)n);
+	return 0;
 }
 
 /* ---- ADMIN --------------------------------------------------------------- */
@@ -95,43 +89,33 @@ static void send_admin_ok(struct ctl_conn *c, uint64_t req_id, uint64_t seq, int
 		ctl_send(c, RF_CTL_ADMIN_OK, req_id, buf, (uint32_t)n);
 }
 
-static void test_start(struct ctl_conn *c, uint64_t req_id, struct volume *v,
-                       const struct rf_ctl_admin *m)
+static int test_start(struct ctl_conn *c, uint64_t req_id, struct volume *v,
+                      const struct rf_ctl_admin *m, struct ctl_reply *r)
 {
 	char why[512], text[PATH_MAX + 1024], t[40];
 	uint64_t seq;
 	int64_t tm;
 	int rc;
 
-	if (!v->jr) {
-		ctl_send_error(c, req_id, EOPNOTSUPP,
-		               "volume %s has no journal (journal_time = 0): a failover test needs "
-		               "one",
-		               v->cfg->name);
-		return;
-	}
-	if (v->failed_over) {
-		ctl_send_error(c, req_id, EPERM, "volume %s was failed over", v->cfg->name);
-		return;
-	}
-	if (v->test) {
-		ctl_send_error(c, req_id, EBUSY,
-		               "a failover test is already running on %s (at seq %" PRIu64 ")",
-		               v->cfg->name, testview_seq(v));
-		return;
-	}
-	if (v->fd < 0 || v->size == 0) {
-		ctl_send_error(c, req_id, EAGAIN, "volume %s has no recovery image yet",
-		               v->cfg->name);
-		return;
-	}
+	if (!v->jr)
+		return ctl_fail(
+		    r, EOPNOTSUPP,
+		    "volume %s has no journal (journal_time = 0): a failover test needs "
+		    "one",
+		    v->cfg->name);
+	if (v->failed_over)
+		return ctl_fail(r, EPERM, "volume %s was failed over", v->cfg->name);
+	if (v->test)
+		return ctl_fail(r, EBUSY,
+		                "a failover test is already running on %s (at seq %" PRIu64 ")",
+		                v->cfg->name, testview_seq(v));
+	if (v->fd < 0 || v->size == 0)
+		return ctl_fail(r, EAGAIN, "volume %s has no recovery image yet", v->cfg->name);
 	rc = pit_resolve_point(v, m, &seq, &tm, why, sizeof(why));
 	if (!rc)
 		rc = testview_start(v, seq, tm, why, sizeof(why));
-	if (rc) {
-		ctl_send_error(c, req_id, -rc, "%s", why);
-		return;
-	}
+	if (rc)
+		return ctl_fail(r, -rc, "%s", why);
 	pit_fmt_time(tm, t, sizeof(t));
 	snprintf(text, sizeof(text),
 	         "failover test of %s started at seq %" PRIu64 " (%s); applying the journal to "
@@ -139,19 +123,17 @@ static void test_start(struct ctl_conn *c, uint64_t req_id, struct volume *v,
 	         v->cfg->name, seq, t);
 	RF_INFO(SUBSYS, "%s", text);
 	send_admin_ok(c, req_id, seq, tm, text);
+	return 0;
 }
 
-static void test_stop(struct ctl_conn *c, uint64_t req_id, struct volume *v)
+static int test_stop(struct ctl_conn *c, uint64_t req_id, struct volume *v, struct ctl_reply *r)
 {
 	char text[RF_CTL_MAX_TEXT];
 	uint64_t seq;
 	int64_t tm;
 
-	if (!v->test) {
-		ctl_send_error(c, req_id, ENOENT, "no failover test is running on %s",
-		               v->cfg->name);
-		return;
-	}
+	if (!v->test)
+		return ctl_fail(r, ENOENT, "no failover test is running on %s", v->cfg->name);
 	seq = testview_seq(v);
 	testview_stop(v);
 	tm = v->jr ? pit_point_time(v->jr, seq) : 0;
@@ -161,10 +143,11 @@ static void test_stop(struct ctl_conn *c, uint64_t req_id, struct volume *v)
 	         v->cfg->name);
 	RF_INFO(SUBSYS, "%s", text);
 	send_admin_ok(c, req_id, seq, tm, text);
+	return 0;
 }
 
-static void failover(struct ctl_conn *c, uint64_t req_id, struct volume *v,
-                     const struct rf_ctl_admin *m)
+static int failover(struct ctl_conn *c, uint64_t req_id, struct volume *v,
+                    const struct rf_ctl_admin *m, struct ctl_reply *r)
 {
 	char why[512], text[PATH_MAX + 1024], t[40];
 	struct agent *a = v->owner;
@@ -172,25 +155,19 @@ static void failover(struct ctl_conn *c, uint64_t req_id, struct volume *v,
 	int64_t tm;
 	int rc;
 
-	if (v->failed_over) {
-		ctl_send_error(c, req_id, EALREADY,
-		               "volume %s already failed over at seq %" PRIu64
-		               "; its recovery image is %s",
-		               v->cfg->name, v->failover_seq, v->cfg->recovery);
-		return;
-	}
-	if (!v->has_state || v->fd < 0) {
-		ctl_send_error(c, req_id, ENOENT,
-		               "volume %s was never protected: nothing to fail over", v->cfg->name);
-		return;
-	}
-	if (v->test && !m->force) {
-		ctl_send_error(c, req_id, EBUSY,
-		               "a failover test is running on %s (at seq %" PRIu64
-		               "): stop it first, or fail over with --force",
-		               v->cfg->name, testview_seq(v));
-		return;
-	}
+	if (v->failed_over)
+		return ctl_fail(r, EALREADY,
+		                "volume %s already failed over at seq %" PRIu64
+		                "; its recovery image is %s",
+		                v->cfg->name, v->failover_seq, v->cfg->recovery);
+	if (!v->has_state || v->fd < 0)
+		return ctl_fail(r, ENOENT, "volume %s was never protected: nothing to fail over",
+		                v->cfg->name);
+	if (v->test && !m->force)
+		return ctl_fail(r, EBUSY,
+		                "a failover test is running on %s (at seq %" PRIu64
+		                "): stop it first, or fail over with --force",
+		                v->cfg->name, testview_seq(v));
 	if (v->test)
 		testview_stop(v);
 	/* No record from the owner is accepted after this; what landed is drained. */
@@ -200,11 +177,8 @@ static void failover(struct ctl_conn *c, uint64_t req_id, struct volume *v,
 			;
 	}
 	rc = pit_resolve_point(v, m, &seq, &tm, why, sizeof(why));
-	if (rc) {
-		ctl_send_error(c, req_id, -rc, "%s (the agent was fenced; nothing else changed)",
-		               why);
-		return;
-	}
+	if (rc)
+		return ctl_fail(r, -rc, "%s (the agent was fenced; nothing else changed)", why);
 	if (v->jr) {
 		rc = journal_drop_after(v->jr, seq);
 		while (!rc && (rc = journal_retire(v->jr, v->fd, hub_wall_ms(), true, seq,
@@ -213,13 +187,11 @@ static void failover(struct ctl_conn *c, uint64_t req_id, struct volume *v,
 	}
 	if (!rc && fdatasync(v->fd))
 		rc = -errno;
-	if (rc) {
-		ctl_send_error(c, req_id, EIO,
-		               "cannot apply the journal of %s up to seq %" PRIu64
-		               ": %s (see the hub's log)",
-		               v->cfg->name, seq, strerror(-rc));
-		return;
-	}
+	if (rc)
+		return ctl_fail(r, EIO,
+		                "cannot apply the journal of %s up to seq %" PRIu64
+		                ": %s (see the hub's log)",
+		                v->cfg->name, seq, strerror(-rc));
 	v->failed_over = true;
 	v->failover_seq = seq;
 	sync_stop(v);
@@ -234,30 +206,24 @@ static void failover(struct ctl_conn *c, uint64_t req_id, struct volume *v,
 	         v->cfg->recovery, v->size);
 	RF_INFO(SUBSYS, "%s", text);
 	send_admin_ok(c, req_id, seq, tm, text);
+	return 0;
 }
 
-void pit_admin(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
+int pit_admin(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
 {
-	struct rf_ctl_admin m;
-	const char *why = NULL;
+	const struct rf_ctl_admin *m = &rq->m->admin;
 	struct volume *v;
+	int rc;
 
-	if (rf_ctl_dec_admin(p, len, &m, &why)) {
-		ctl_send_error(c, req_id, EBADMSG, "malformed ADMIN: %s", why);
-		return;
-	}
-	v = named_volume(c, req_id, m.name);
-	if (!v)
-		return;
-	switch (m.op) {
+	rc = named_volume(c, m->name, &v, r);
+	if (rc)
+		return rc;
+	switch (m->op) {
 	case RF_ADMIN_TEST_START:
-		test_start(c, req_id, v, &m);
-		break;
+		return test_start(c, rq->req_id, v, m, r);
 	case RF_ADMIN_TEST_STOP:
-		test_stop(c, req_id, v);
-		break;
+		return test_stop(c, rq->req_id, v, r);
 	default:
-		failover(c, req_id, v, &m);
-		break;
+		return failover(c, rq->req_id, v, m, r);
 	}
 }

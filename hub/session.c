@@ -187,47 +187,41 @@ void session_conn_closed(struct ctl_conn *c)
 		session_end(a, "control connection closed");
 }
 
-void session_hello(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
+int session_hello_check(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
+{
+	if (c->agent)
+		return ctl_fail(r, EINVAL, "HELLO was already sent on this connection");
+	return 0;
+}
+
+int session_hello(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
 {
 	struct hub *h = c->hub;
-	struct rf_ctl_hello m;
+	const struct rf_ctl_hello *m = &rq->m->hello;
 	struct rf_ctl_hello_ok ok = {0};
 	uint8_t buf[RF_CTL_MAX_TEXT + 64];
-	const char *why = NULL;
 	struct agent *a;
 	uint64_t token;
 	int n, rc;
 
-	if (c->agent) {
-		ctl_send_error(c, req_id, EINVAL, "HELLO was already sent on this connection");
-		return;
+	if (m->proto != RF_CTL_VERSION) {
+		r->close = true;
+		return ctl_fail(r, EPROTONOSUPPORT,
+		                "protocol version %u is not supported (hub speaks %u)", m->proto,
+		                RF_CTL_VERSION);
 	}
-	if (rf_ctl_dec_hello(p, len, &m, &why)) {
-		ctl_send_error(c, req_id, EBADMSG, "malformed HELLO: %s", why);
-		return;
-	}
-	if (m.proto != RF_CTL_VERSION) {
-		ctl_send_error(c, req_id, EPROTONOSUPPORT,
-		               "protocol version %u is not supported (hub speaks %u)", m.proto,
-		               RF_CTL_VERSION);
-		ctl_close_after_flush(c);
-		return;
-	}
-	if (h->auth_on && strcmp(c->auth_id, m.agent_id) != 0) {
+	if (h->auth_on && strcmp(c->auth_id, m->agent_id) != 0) {
 		RF_WARN(SUBSYS, "%s: authenticated as '%s' but HELLO names agent '%s': refused",
-		        c->peer, c->auth_id, m.agent_id);
+		        c->peer, c->auth_id, m->agent_id);
 		h->auth_failures++;
-		ctl_send_error(c, req_id, EACCES,
-		               "authenticated as '%s': a HELLO may only name that agent",
-		               c->auth_id);
-		ctl_close_after_flush(c);
-		return;
+		r->close = true;
+		return ctl_fail(r, EACCES,
+		                "authenticated as '%s': a HELLO may only name that agent",
+		                c->auth_id);
 	}
-	a = agent_get(h, m.agent_id);
-	if (!a) {
-		ctl_send_error(c, req_id, ENOMEM, "out of memory");
-		return;
-	}
+	a = agent_get(h, m->agent_id);
+	if (!a)
+		return ctl_fail(r, ENOMEM, "out of memory");
 	if (a->conn) {
 		struct ctl_conn *old = a->conn;
 
@@ -243,21 +237,16 @@ void session_hello(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 	 * created at the data attach, once the agent reported a volume of ours
 	 * (so a HELLO alone allocates nothing). */
 	rc = access(a->ring_path, F_OK) == 0 ? agent_open_ring(a) : 0;
-	if (rc) {
-		ctl_send_error(c, req_id, EIO, "the hub cannot open this agent's ring: %s",
-		               strerror(-rc));
-		return;
-	}
+	if (rc)
+		return ctl_fail(r, EIO, "the hub cannot open this agent's ring: %s", strerror(-rc));
 	/* Under the mapping the agent had so far: apply what is valid, drop
 	 * what never can be, before this session's reports change vol_ids. */
 	do {
 		drain_fully(a);
 	} while (drain_discard_invalid(a) > 0);
 	token = random_token();
-	if (!token) {
-		ctl_send_error(c, req_id, EIO, "the hub has no random bytes for a data token");
-		return;
-	}
+	if (!token)
+		return ctl_fail(r, EIO, "the hub has no random bytes for a data token");
 	a->conn = c;
 	c->agent = a;
 	a->session = ++h->next_session;
@@ -270,34 +259,21 @@ void session_hello(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 	ok.token = a->token;
 	snprintf(ok.data_url, sizeof(ok.data_url), "%s", h->cfg->data);
 	n = rf_ctl_enc_hello_ok(buf, sizeof(buf), &ok);
-	if (n < 0) {
-		ctl_send_error(c, req_id, EIO, "cannot encode HELLO_OK");
-		return;
-	}
+	if (n < 0)
+		return ctl_fail(r, EIO, "cannot encode HELLO_OK");
 	RF_INFO(SUBSYS, "agent %s: connected from %s (session %" PRIu64 ")", a->id, c->peer,
 	        a->session);
-	ctl_send(c, RF_CTL_HELLO_OK, req_id, buf, (uint32_t)n);
+	ctl_send(c, RF_CTL_HELLO_OK, rq->req_id, buf, (uint32_t)n);
+	return 0;
 }
 
-void session_progress(struct ctl_conn *c, const uint8_t *p, uint32_t len)
+/* A notification: nothing is answered (needs_hello: c->agent is set). */
+int session_progress(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
 {
-	struct rf_ctl_progress *m;
+	const struct rf_ctl_progress *m = &rq->m->progress;
 	struct agent *a = c->agent;
-	const char *why = NULL;
 	int64_t now = hub_now_ms();
 
-	if (!a) {
-		ctl_send_error(c, 0, EPERM, "PROGRESS before HELLO");
-		return;
-	}
-	m = malloc(sizeof(*m));
-	if (!m)
-		return;
-	if (rf_ctl_dec_progress(p, len, m, &why)) {
-		ctl_send_error(c, 0, EBADMSG, "malformed PROGRESS: %s", why);
-		free(m);
-		return;
-	}
 	a->have_progress = true;
 	a->progress_next_seq = m->next_seq;
 	a->progress_queued = m->queued;
@@ -322,7 +298,7 @@ void session_progress(struct ctl_conn *c, const uint8_t *p, uint32_t len)
 			v->progress_at = now;
 		}
 	}
-	free(m);
+	return 0;
 }
 
 /* ---- the data path ---------------------------------------------------- */

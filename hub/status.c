@@ -588,19 +588,18 @@ void status_fini(struct hub *h)
 	h->nrate_wins = 0;
 }
 
-void status_request(struct ctl_conn *c, uint64_t req_id)
+int status_request(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
 {
 	size_t len = 0;
 	char *json = status_json(c->hub, &len);
+	int rc = 0;
 
-	if (!json) {
-		ctl_send_error(c, req_id, ENOMEM, "out of memory for the status");
-		return;
-	}
+	if (!json)
+		return ctl_fail(r, ENOMEM, "out of memory for the status");
 	if (len > RF_CTL_MAX_PAYLOAD)
-		ctl_send_error(c, req_id, EMSGSIZE, "the status (%zu bytes) does not fit a frame",
-		               len);
+		rc = ctl_fail(r, EMSGSIZE, "the status (%zu bytes) does not fit a frame", len);
 	else
-		ctl_send(c, RF_CTL_STATUS_OK, req_id, json, (uint32_t)len);
+		ctl_send(c, RF_CTL_STATUS_OK, rq->req_id, json, (uint32_t)len);
 	free(json);
+	return rc;
 }

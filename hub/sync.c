@@ -191,31 +191,24 @@ static struct volume *find_request(struct agent *a, uint64_t req_id, unsigned *s
 	return NULL;
 }
 
-void sync_on_posted(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
+/* The answer to a SYNC_READ; never refused (needs_hello: c->agent is set). */
+int sync_on_posted(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
 {
 	struct agent *a = c->agent;
-	struct rf_ctl_sync_posted m;
-	const char *why = NULL;
+	const struct rf_ctl_sync_posted m = rq->m->sync_posted;
+	uint64_t req_id = rq->req_id;
 	struct volume *v;
 	struct vol_sync *s;
 	uint64_t chunk, floor;
 	unsigned slot;
 
-	if (!a) {
-		ctl_send_error(c, req_id, EPERM, "SYNC_POSTED before HELLO");
-		return;
-	}
-	if (rf_ctl_dec_sync_posted(p, len, &m, &why)) {
-		ctl_send_error(c, req_id, EBADMSG, "malformed SYNC_POSTED: %s", why);
-		return;
-	}
 	v = find_request(a, req_id, &slot);
 	if (!v) {
 		RF_DEBUG(SUBSYS,
 		         "agent %s: SYNC_POSTED for request %#llx, which is not "
 		         "outstanding (stale): ignored",
 		         a->id, (unsigned long long)req_id);
-		return;
+		return 0;
 	}
 	s = &v->sync;
 	chunk = s->infl[slot].chunk;
@@ -230,7 +223,7 @@ void sync_on_posted(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint3
 		        a->id, m.seq, floor);
 		s->errors++;
 		requeue(v, chunk);
-		return;
+		return 0;
 	}
 	if (m.vol_id != v->vol_id || m.offset != chunk * s->chunk ||
 	    m.length != chunk_len(v, chunk)) {
@@ -241,7 +234,7 @@ void sync_on_posted(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint3
 		        chunk_len(v, chunk));
 		s->errors++;
 		requeue(v, chunk);
-		return;
+		return 0;
 	}
 	if (s->backoff_ms) {
 		/* The agent takes reads again: the whole window, now. */
@@ -255,7 +248,7 @@ void sync_on_posted(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint3
 
 		if (!np) {
 			requeue(v, chunk);
-			return;
+			return 0;
 		}
 		s->posted = np;
 		s->posted_cap = cap;
@@ -264,6 +257,7 @@ void sync_on_posted(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint3
 	s->posted[s->nposted++] = (struct sync_posted){.chunk = chunk, .seq = m.seq};
 	/* The record may already be durable (the drain ran first). */
 	sync_on_durable(a);
+	return 0;
 }
 
 bool sync_on_error(struct ctl_conn *c, uint64_t req_id, const struct rf_ctl_error *e)

@@ -35,70 +35,53 @@ static int view_write(struct volume *v, uint64_t off, uint32_t len, const uint8_
 	return apply_view_write(v->test, off, len, data);
 }
 
-static void io_open(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
+static int io_open(struct ctl_conn *c, uint64_t req_id, const struct rf_ctl_io_open *m,
+                   struct ctl_reply *r)
 {
-	struct rf_ctl_io_open m;
 	struct rf_ctl_io_open_ok ok;
-	const char *why = NULL;
 	struct volume *v;
 	uint8_t buf[32];
 	int n;
 
-	if (rf_ctl_dec_io_open(p, len, &m, &why)) {
-		ctl_send_error(c, req_id, EBADMSG, "malformed IO_OPEN: %s", why);
-		return;
-	}
-	v = volume_find(c->hub, m.name);
-	if (!v) {
-		ctl_send_error(c, req_id, ENOENT, "no volume named '%s' in the hub's configuration",
-		               m.name);
-		return;
-	}
-	if (!v->test) {
-		ctl_send_error(c, req_id, ENOENT,
-		               "no failover test is running on %s (repctl test-failover start %s)",
-		               m.name, m.name);
-		return;
-	}
+	v = volume_find(c->hub, m->name);
+	if (!v)
+		return ctl_fail(r, ENOENT, "no volume named '%s' in the hub's configuration",
+		                m->name);
+	if (!v->test)
+		return ctl_fail(r, ENOENT,
+		                "no failover test is running on %s (repctl test-failover start %s)",
+		                m->name, m->name);
 	ok.handle = v->handle;
 	ok.size = v->size;
 	ok.seq = v->test->seq;
 	n = rf_ctl_enc_io_open_ok(buf, sizeof(buf), &ok);
 	if (n > 0)
 		ctl_send(c, RF_CTL_IO_OPEN_OK, req_id, buf, (uint32_t)n);
-	RF_INFO(SUBSYS, "volume %s: test view opened by %s", m.name, c->peer);
+	RF_INFO(SUBSYS, "volume %s: test view opened by %s", m->name, c->peer);
+	return 0;
 }
 
-void testview_io(struct ctl_conn *c, uint16_t type, uint64_t req_id, const uint8_t *p, uint32_t len)
+int testview_io(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
 {
-	struct rf_ctl_io_req m;
-	const char *why = NULL;
+	const struct rf_ctl_io_req m = rq->m->io_req;
+	uint16_t type = rq->type;
+	uint64_t req_id = rq->req_id;
 	struct volume *v;
 	int rc;
 
-	if (type == RF_CTL_IO_OPEN) {
-		io_open(c, req_id, p, len);
-		return;
-	}
-	if (rf_ctl_dec_io_req(p, len, type, &m, &why)) {
-		ctl_send_error(c, req_id, EBADMSG, "malformed IO request: %s", why);
-		return;
-	}
+	if (type == RF_CTL_IO_OPEN)
+		return io_open(c, req_id, &rq->m->io_open, r);
 	v = NULL;
 	for (size_t i = 0; i < c->hub->nvols && !v; i++)
 		if (c->hub->vols[i].handle == m.handle)
 			v = &c->hub->vols[i];
-	if (!v || !v->test) {
-		ctl_send_error(c, req_id, ESTALE,
-		               "handle %u: no failover test runs on it (stopped?)", m.handle);
-		return;
-	}
-	if (type != RF_CTL_IO_FLUSH && (m.offset > v->size || m.length > v->size - m.offset)) {
-		ctl_send_error(c, req_id, EINVAL,
-		               "range %" PRIu64 "+%u is outside volume %s (%" PRIu64 " bytes)",
-		               m.offset, m.length, v->cfg->name, v->size);
-		return;
-	}
+	if (!v || !v->test)
+		return ctl_fail(r, ESTALE, "handle %u: no failover test runs on it (stopped?)",
+		                m.handle);
+	if (type != RF_CTL_IO_FLUSH && (m.offset > v->size || m.length > v->size - m.offset))
+		return ctl_fail(r, EINVAL,
+		                "range %" PRIu64 "+%u is outside volume %s (%" PRIu64 " bytes)",
+		                m.offset, m.length, v->cfg->name, v->size);
 	switch (type) {
 	case RF_CTL_IO_READ:
 		rc = view_read(v, m.offset, m.length, v->test->buf);
@@ -124,6 +107,7 @@ void testview_io(struct ctl_conn *c, uint16_t type, uint64_t req_id, const uint8
 	if (rc) {
 		RF_ERR(SUBSYS, "volume %s: test IO at %" PRIu64 "+%u failed: %s", v->cfg->name,
 		       m.offset, m.length, strerror(-rc));
-		ctl_send_error(c, req_id, -rc, "test view IO failed: %s", strerror(-rc));
+		return ctl_fail(r, -rc, "test view IO failed: %s", strerror(-rc));
 	}
+	return 0;
 }

@@ -40,77 +40,58 @@ static void send_ok(struct ctl_conn *c, uint64_t req_id, struct volume *v, uint8
 		ctl_send(c, RF_CTL_VOLUME_OK, req_id, buf, (uint32_t)n);
 }
 
-void volume_report(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32_t len)
+/* needs_hello: the dispatcher refuses a VOLUME_REPORT before HELLO (EPERM). */
+int volume_report(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
 {
 	struct hub *h = c->hub;
 	struct agent *a = c->agent;
-	struct rf_ctl_volume_report m;
-	const char *why = NULL;
+	const struct rf_ctl_volume_report m = rq->m->volume_report;
+	uint64_t req_id = rq->req_id;
 	char reason[PATH_MAX + 256];
 	struct volume *v;
 	bool full;
 	int rc;
 
-	if (!a) {
-		ctl_send_error(c, req_id, EPERM, "VOLUME_REPORT before HELLO");
-		return;
-	}
-	if (rf_ctl_dec_volume_report(p, len, &m, &why)) {
-		ctl_send_error(c, req_id, EBADMSG, "malformed VOLUME_REPORT: %s", why);
-		return;
-	}
 	v = volume_find(h, m.name);
-	if (!v) {
-		ctl_send_error(c, req_id, ENOENT, "no volume named '%s' in the hub's configuration",
-		               m.name);
-		return;
-	}
+	if (!v)
+		return ctl_fail(r, ENOENT, "no volume named '%s' in the hub's configuration",
+		                m.name);
 	if (v->cfg->agent[0] && strcmp(v->cfg->agent, a->id) != 0) {
 		RF_WARN(SUBSYS, "agent %s reported volume %s, which belongs to agent %s: refused",
 		        a->id, m.name, v->cfg->agent);
-		ctl_send_error(c, req_id, EACCES,
-		               "volume '%s' belongs to agent '%s' (the hub's configuration)",
-		               m.name, v->cfg->agent);
-		return;
+		return ctl_fail(r, EACCES,
+		                "volume '%s' belongs to agent '%s' (the hub's configuration)",
+		                m.name, v->cfg->agent);
 	}
 	if (v->owner == a && v->reported) {
 		if (v->vol_id == m.vol_id && v->size == m.size) {
 			/* A repeat: answer the same, change nothing. */
 			send_ok(c, req_id, v, v->sync.active ? RF_SYNC_FULL : RF_SYNC_NONE);
-			return;
+			return 0;
 		}
-		ctl_send_error(c, req_id, EEXIST,
-		               "volume '%s' was already reported in this session as vol_id %u",
-		               m.name, v->vol_id);
-		return;
+		return ctl_fail(r, EEXIST,
+		                "volume '%s' was already reported in this session as vol_id %u",
+		                m.name, v->vol_id);
 	}
 	for (size_t i = 0; i < h->nvols; i++) {
 		struct volume *o = &h->vols[i];
 
-		if (o != v && o->owner == a && o->reported && o->vol_id == m.vol_id) {
-			ctl_send_error(c, req_id, EEXIST, "vol_id %u is already volume '%s'",
-			               m.vol_id, o->cfg->name);
-			return;
-		}
+		if (o != v && o->owner == a && o->reported && o->vol_id == m.vol_id)
+			return ctl_fail(r, EEXIST, "vol_id %u is already volume '%s'", m.vol_id,
+			                o->cfg->name);
 	}
-	if (v->failed_over) {
-		ctl_send_error(c, req_id, EPERM,
-		               "volume '%s' was failed over at seq %" PRIu64 ": the hub no longer "
-		               "accepts it (its recovery image %s is the volume now; remove "
-		               "%s/%s.state to protect it again)",
-		               m.name, v->failover_seq, v->cfg->recovery, h->volumes_dir, m.name);
-		return;
-	}
-	if (v->owner && v->owner != a && agent_live(v->owner) && v->reported) {
-		ctl_send_error(c, req_id, EBUSY, "volume '%s' is protected by agent '%s'", m.name,
-		               v->owner->id);
-		return;
-	}
+	if (v->failed_over)
+		return ctl_fail(r, EPERM,
+		                "volume '%s' was failed over at seq %" PRIu64 ": the hub no longer "
+		                "accepts it (its recovery image %s is the volume now; remove "
+		                "%s/%s.state to protect it again)",
+		                m.name, v->failover_seq, v->cfg->recovery, h->volumes_dir, m.name);
+	if (v->owner && v->owner != a && agent_live(v->owner) && v->reported)
+		return ctl_fail(r, EBUSY, "volume '%s' is protected by agent '%s'", m.name,
+		                v->owner->id);
 	rc = volume_open_image(v, m.size, true, reason, sizeof(reason));
-	if (rc) {
-		ctl_send_error(c, req_id, rc == -EINVAL ? EINVAL : EIO, "%s", reason);
-		return;
-	}
+	if (rc)
+		return ctl_fail(r, rc == -EINVAL ? EINVAL : EIO, "%s", reason);
 	if (v->owner && v->owner != a) {
 		/* Whatever the previous owner's ring still holds for it goes first. */
 		struct agent *old = v->owner;
@@ -120,12 +101,10 @@ void volume_report(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 		RF_INFO(SUBSYS, "volume %s: moves from agent %s to agent %s", m.name, old->id,
 		        a->id);
 		rc = pit_owner_change(v);
-		if (rc) {
-			ctl_send_error(c, req_id, EIO,
-			               "cannot apply the journal of '%s' before the move: %s",
-			               m.name, strerror(-rc));
-			return;
-		}
+		if (rc)
+			return ctl_fail(r, EIO,
+			                "cannot apply the journal of '%s' before the move: %s",
+			                m.name, strerror(-rc));
 	}
 	/* An older mapping of this agent's vol_id (not reported now) is void. */
 	for (size_t i = 0; i < h->nvols; i++) {
@@ -156,11 +135,9 @@ void volume_report(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 	if (full)
 		v->synced = false;
 	rc = volume_save_state(v);
-	if (rc) {
-		ctl_send_error(c, req_id, EIO, "the hub cannot record the volume's state: %s",
-		               strerror(-rc));
-		return;
-	}
+	if (rc)
+		return ctl_fail(r, EIO, "the hub cannot record the volume's state: %s",
+		                strerror(-rc));
 	v->reported = true;
 	v->reported_session = a->session;
 	v->dirty_bytes = 0;
@@ -169,9 +146,7 @@ void volume_report(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 		rc = sync_start(v);
 		if (rc) {
 			v->reported = false;
-			ctl_send_error(c, req_id, ENOMEM, "out of memory for the sync of '%s'",
-			               m.name);
-			return;
+			return ctl_fail(r, ENOMEM, "out of memory for the sync of '%s'", m.name);
 		}
 		volume_set_state(v, RF_VOL_SYNCING, false);
 	} else {
@@ -184,4 +159,5 @@ void volume_report(struct ctl_conn *c, uint64_t req_id, const uint8_t *p, uint32
 	                               : "full sync (the agent's bitmap is not valid)")
 	             : "in sync (the agent resends its dirty regions)");
 	send_ok(c, req_id, v, full ? RF_SYNC_FULL : RF_SYNC_NONE);
+	return 0;
 }

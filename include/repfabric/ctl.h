@@ -319,6 +319,79 @@ int rf_ctl_dec_auth_blob(const uint8_t *p, size_t len, struct rf_ctl_auth_blob *
 int rf_ctl_enc_auth_ok(uint8_t *buf, size_t cap, const struct rf_ctl_auth_ok *m);
 int rf_ctl_dec_auth_ok(const uint8_t *p, size_t len, struct rf_ctl_auth_ok *m, const char **why);
 
+/* ---- the message table (common/ctl_msgs.c) ------------------------------
+ *
+ * One row per message type: its name, which way it travels, who may send it
+ * to the hub, and its decoder into union rf_ctl_msg. The hub's dispatcher
+ * (hub/ctl_server.c) and the agent's control client (agent/ctl_client.c)
+ * both look a received frame up here once.
+ */
+
+/* Which way a message travels. */
+enum rf_ctl_dir {
+	RF_CTL_TO_HUB = 1,  /* agents and clients send it to the hub */
+	RF_CTL_TO_PEER = 2, /* the hub sends it to agents and clients */
+	RF_CTL_BOTH = RF_CTL_TO_HUB | RF_CTL_TO_PEER,
+};
+
+/* Who may send a message to a hub that authenticates (psk_file). */
+enum rf_ctl_role {
+	RF_CTL_ROLE_NONE = 0, /* nobody: only the hub sends it */
+	RF_CTL_ROLE_PREAUTH,  /* anyone, before authentication (the handshake itself) */
+	RF_CTL_ROLE_ANY,      /* any authenticated identity */
+	RF_CTL_ROLE_AGENT,    /* an identity of role agent */
+	RF_CTL_ROLE_ADMIN,    /* an identity of role admin */
+};
+
+/* A received payload, decoded. Which member is set follows the type. */
+union rf_ctl_msg {
+	struct rf_ctl_error error;
+	struct rf_ctl_hello hello;
+	struct rf_ctl_hello_ok hello_ok;
+	struct rf_ctl_volume_report volume_report;
+	struct rf_ctl_volume_ok volume_ok;
+	struct rf_ctl_sync_read sync_read;
+	struct rf_ctl_sync_posted sync_posted;
+	struct rf_ctl_progress progress;
+	struct rf_ctl_volume_state volume_state;
+	struct rf_ctl_io_open io_open;
+	struct rf_ctl_io_open_ok io_open_ok;
+	struct rf_ctl_io_req io_req; /* IO_READ, IO_WRITE, IO_FLUSH */
+	struct rf_ctl_points points;
+	struct rf_ctl_points_ok points_ok;
+	struct rf_ctl_admin admin;
+	struct rf_ctl_admin_ok admin_ok;
+	struct rf_ctl_auth_start auth_start;
+	struct rf_ctl_auth_blob auth_blob; /* AUTH_CHALLENGE, AUTH_PROOF */
+	struct rf_ctl_auth_ok auth_ok;
+	struct {
+		const uint8_t *p; /* points into the payload */
+		size_t len;
+	} raw; /* STATUS_OK (JSON text), IO_DATA (the bytes) */
+};
+
+struct rf_ctl_msg_desc {
+	uint16_t type;
+	const char *name; /* "VOLUME_REPORT" */
+	enum rf_ctl_dir dir;
+	enum rf_ctl_role role; /* RF_CTL_ROLE_NONE when dir has no RF_CTL_TO_HUB */
+	bool notify;           /* a notification: never answered; an ERROR about it has id 0 */
+	/* Parse exactly @len bytes into @m: 0 or -EBADMSG with @why. NULL: the
+	 * message has no payload (rf_ctl_decode refuses one). */
+	int (*decode)(const uint8_t *p, size_t len, uint16_t type, union rf_ctl_msg *m,
+	              const char **why);
+};
+
+/* The row of @type, or NULL for a type nobody defines (reserved included). */
+const struct rf_ctl_msg_desc *rf_ctl_msg_desc(uint16_t type);
+/* The name of @type, "?" when unknown. */
+const char *rf_ctl_type_name(uint16_t type);
+/* Decode @len payload bytes of a message of row @d into @m: 0 or -EBADMSG (@why). */
+int rf_ctl_decode(const struct rf_ctl_msg_desc *d, const uint8_t *p, size_t len,
+                  union rf_ctl_msg *m, const char **why);
+/* Every type defined or reserved is below this (tests and the fuzzer walk them). */
+#define RF_CTL_TYPE_LIMIT 80
+
 /* True when @s is a valid volume/agent name: 1..64 of [A-Za-z0-9._-]. */
 bool rf_ctl_name_ok(const char *s);
 

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Fuzz target: the control channel's frame header and every payload
- * decoder (common/ctl_wire.c). The input is one frame: 24 header bytes, then
- * the payload; every decoder also sees the raw payload whatever the type.
+ * decoder (common/ctl_wire.c), directly and through the message table
+ * (common/ctl_msgs.c, every row's decoder). The input is one frame: 24
+ * header bytes, then the payload; every decoder also sees the raw payload
+ * whatever the type.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -22,6 +24,7 @@ static void quiet_sink(void *ctx, enum rf_log_level level, const char *line)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct rf_ctl_progress progress;
+	static union rf_ctl_msg msg;
 	struct rf_ctl_hdr h;
 	struct rf_ctl_error er;
 	struct rf_ctl_hello he;
@@ -60,6 +63,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rf_ctl_dec_auth_start(p, len, &as, &why);
 	rf_ctl_dec_auth_blob(p, len, &ab, &why);
 	rf_ctl_dec_auth_ok(p, len, &ao, &why);
+	for (unsigned t = 0; t < RF_CTL_TYPE_LIMIT; t++) {
+		const struct rf_ctl_msg_desc *d = rf_ctl_msg_desc((uint16_t)t);
+
+		if (d)
+			rf_ctl_decode(d, p, len, &msg, &why);
+	}
 	/* The key file parser reads text from disk: the same bytes as a file. */
 	if (rf_auth_keys_parse(&ks, (const char *)data, size, "fuzz", ebuf, sizeof(ebuf)) == 0)
 		rf_auth_keys_free(&ks);
