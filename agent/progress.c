@@ -194,20 +194,26 @@ void rfa_durable_advance(struct rf_agent *a, uint64_t seq, uint64_t ticket)
 		rfa_durable_wake(a);
 }
 
+/* @dl = CLOCK_MONOTONIC now + @timeout_ms (> 0), for pthread_cond_timedwait
+ * on durable_cv (whose clock is CLOCK_MONOTONIC). */
+static void deadline_after(struct timespec *dl, int timeout_ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, dl);
+	dl->tv_sec += timeout_ms / 1000;
+	dl->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (dl->tv_nsec >= 1000000000L) {
+		dl->tv_sec++;
+		dl->tv_nsec -= 1000000000L;
+	}
+}
+
 int rf_agent_wait_durable(struct rf_agent *a, uint64_t seq, int timeout_ms)
 {
 	struct timespec dl = {0};
 	int rc = 0, wrc = 0;
 
-	if (timeout_ms > 0) {
-		clock_gettime(CLOCK_MONOTONIC, &dl);
-		dl.tv_sec += timeout_ms / 1000;
-		dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-		if (dl.tv_nsec >= 1000000000L) {
-			dl.tv_sec++;
-			dl.tv_nsec -= 1000000000L;
-		}
-	}
+	if (timeout_ms > 0)
+		deadline_after(&dl, timeout_ms);
 	pthread_mutex_lock(&a->lock);
 	for (;;) {
 		if (a->durable_seq >= seq) {
@@ -309,13 +315,7 @@ int rf_agent_write_ack(struct rf_agent_vol *v, const struct rf_agent_ticket *t)
 	while (spin_until && __atomic_load_n(&a->durable_ticket, __ATOMIC_ACQUIRE) < t->id &&
 	       rf_now_us() < spin_until)
 		cpu_relax();
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	dl.tv_sec += timeout_ms / 1000;
-	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
+	deadline_after(&dl, timeout_ms);
 	pthread_mutex_lock(&a->lock);
 	while ((rc = ticket_state(a, t)) == -EAGAIN && a->running && wrc != ETIMEDOUT)
 		wrc = pthread_cond_timedwait(&a->durable_cv, &a->lock, &dl);

@@ -25,6 +25,7 @@
 #include "args.h"
 #include "crc32c_impl.h"
 #include "repfabric/crc32c.h"
+#include "repfabric/sockio.h"
 
 #define MAX_SIZES  16
 #define MAX_TRIALS 101
@@ -45,20 +46,12 @@ static const struct {
 /* Keeps the compiler from dropping calls whose result nobody reads. */
 static volatile uint32_t sink;
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* One trial: GB/s of @fn over @buf for about @seconds. */
 static double trial(crc_fn fn, const unsigned char *buf, size_t len, double seconds)
 {
 	uint64_t bytes = 0;
 	uint32_t acc = 0;
-	double t0 = now_s(), t;
+	double t0 = ((double)rf_now_ns() / 1e9), t;
 
 	/* Check the clock every ~1 MB of work, not after every small call. */
 	size_t batch = len >= (1u << 20) ? 1 : (1u << 20) / len;
@@ -67,7 +60,7 @@ static double trial(crc_fn fn, const unsigned char *buf, size_t len, double seco
 		for (size_t i = 0; i < batch; i++)
 			acc ^= fn(0, buf, len);
 		bytes += (uint64_t)batch * len;
-		t = now_s();
+		t = ((double)rf_now_ns() / 1e9);
 	} while (t - t0 < seconds);
 	sink = acc;
 	return (double)bytes / (t - t0) / 1e9;

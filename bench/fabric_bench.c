@@ -38,6 +38,7 @@
 #include "repfabric/fabric.h"
 #include "repfabric/log.h"
 #include "repfabric/ring.h"
+#include "repfabric/sockio.h"
 
 #define TOKEN          0xbe4c4ull
 #define MAX_SIZES      16
@@ -49,14 +50,6 @@
 #define HUB_EXIT_WAIT  10000 /* ms for the hub to exit after the producer left */
 #define ANCHOR_MAX_SEC 1.0   /* memcpy anchor: at most this long ... */
 #define ANCHOR_REC_SEC 0.25  /* ... and this long with --records */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static double tv_s(struct timeval tv)
 {
@@ -320,7 +313,7 @@ static int prod_events(struct prod *p, int timeout_ms)
 {
 	struct rf_fab_event evs[64];
 	int n = rf_fab_poll(p->c, evs, 64, timeout_ms);
-	uint64_t now = now_ns();
+	uint64_t now = rf_now_ns();
 
 	if (n < 0)
 		return n;
@@ -390,9 +383,9 @@ static int prod_post_one(struct prod *p)
 		                              .buf = img.seg[i].src,
 		                              .len = img.seg[i].len};
 	for (;;) {
-		t0 = now_ns();
+		t0 = rf_now_ns();
 		rc = rf_fab_post(p->c, segs, img.nseg, img.seq, idx);
-		t1 = now_ns();
+		t1 = rf_now_ns();
 		if (rc != -EAGAIN)
 			break;
 		p->eagain++;
@@ -500,7 +493,7 @@ static pid_t hub_spawn(const struct opts *o, const char *ring, const char *resul
  * detached); SIGTERM, then SIGKILL, if it does not. */
 static int hub_reap(pid_t pid)
 {
-	uint64_t deadline = now_ns() + (uint64_t)HUB_EXIT_WAIT * 1000000;
+	uint64_t deadline = rf_now_ns() + (uint64_t)HUB_EXIT_WAIT * 1000000;
 	int status = 0;
 
 	for (;;) {
@@ -510,7 +503,7 @@ static int hub_reap(pid_t pid)
 			break;
 		if (r < 0)
 			return -errno;
-		if (now_ns() > deadline) {
+		if (rf_now_ns() > deadline) {
 			RF_WARN("bench", "the hub did not exit; terminating it");
 			kill(pid, SIGTERM);
 			usleep(500000);
@@ -562,7 +555,7 @@ static double memcpy_anchor(uint32_t size, uint64_t region, double seconds)
 	}
 	memset(src, 0x5a, size);
 	memset(dst, 0, region);
-	t0 = now_ns();
+	t0 = rf_now_ns();
 	do {
 		for (int k = 0; k < 16; k++) {
 			memcpy(dst + off, src, size);
@@ -572,7 +565,7 @@ static double memcpy_anchor(uint32_t size, uint64_t region, double seconds)
 				off = 0;
 			copies++;
 		}
-		t1 = now_ns();
+		t1 = rf_now_ns();
 	} while (t1 - t0 < limit);
 	munmap(dst, region);
 	free(src);
@@ -601,10 +594,10 @@ static int run_size(const struct opts *o, uint32_t size, struct result *res)
 	hub = hub_spawn(o, ring, result, log);
 	if (hub < 0)
 		return -EIO;
-	deadline = now_ns() + 10000000000ull;
+	deadline = rf_now_ns() + 10000000000ull;
 	for (;;) {
 		rc = rf_fab_connect(o->url, TOKEN, 5000, &p.c, &info);
-		if (rc == 0 || now_ns() > deadline)
+		if (rc == 0 || rf_now_ns() > deadline)
 			break;
 		usleep(50000);
 	}
@@ -646,17 +639,17 @@ static int run_size(const struct opts *o, uint32_t size, struct result *res)
 	limit_ns = o->records ? UINT64_MAX : (uint64_t)(o->seconds * 1e9);
 	peak_rss_reset();
 	getrusage(RUSAGE_SELF, &ru0);
-	t_start = now_ns();
+	t_start = rf_now_ns();
 	p.t_last_durable = t_start;
-	while ((o->records == 0 || posted < o->records) && now_ns() - t_start < limit_ns) {
+	while ((o->records == 0 || posted < o->records) && rf_now_ns() - t_start < limit_ns) {
 		rc = prod_post_one(&p);
 		if (rc)
 			goto out;
 		posted++;
 		if (o->qd1) {
-			deadline = now_ns() + (uint64_t)QD1_TIMEOUT * 1000000;
+			deadline = rf_now_ns() + (uint64_t)QD1_TIMEOUT * 1000000;
 			while (p.fifo_len && rc == 0) {
-				if (now_ns() > deadline)
+				if (rf_now_ns() > deadline)
 					rc = -ETIMEDOUT;
 				else
 					rc = prod_events(&p, 100);
@@ -667,9 +660,9 @@ static int run_size(const struct opts *o, uint32_t size, struct result *res)
 		if (rc)
 			goto out;
 	}
-	deadline = now_ns() + (uint64_t)DRAIN_TIMEOUT * 1000000;
+	deadline = rf_now_ns() + (uint64_t)DRAIN_TIMEOUT * 1000000;
 	while (p.fifo_len && rc == 0) {
-		if (now_ns() > deadline) {
+		if (rf_now_ns() > deadline) {
 			RF_ERR("bench", "%zu records not durable after %d ms", p.fifo_len,
 			       DRAIN_TIMEOUT);
 			rc = -ETIMEDOUT;

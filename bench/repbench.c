@@ -55,19 +55,12 @@
 #include "hist.h"
 #include "repfabric/agent.h"
 #include "repfabric/log.h"
+#include "repfabric/sockio.h"
 
 #define DRAIN_TIMEOUT_MS 30000
 #define POLLER_WAIT_MS   100 /* a poller re-checks g_done at least this often */
 #define WRITES_TIMEOUT_S 300
 #define MAX_AGENTS       64
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void sleep_us(unsigned us)
 {
@@ -346,7 +339,7 @@ static void *writer_main(void *arg)
 			off = (seqpos++ % nrec_per_vol) * o->rec;
 		memcpy(w->buf, &w->writes, sizeof(w->writes)); /* new content each time */
 
-		t0 = now_ns();
+		t0 = rf_now_ns();
 		rc = rf_agent_write_begin(v->v, off, o->rec);
 		if (rc < 0) {
 			w->rc = rc;
@@ -363,7 +356,7 @@ static void *writer_main(void *arg)
 		rf_agent_write_end(v->v, off, o->rec, w->buf, RF_AGENT_WRITE, rc == 0);
 		pthread_cond_signal(&ag->cv_issued); /* the poller, if it waits for writes */
 		pthread_mutex_unlock(&ag->seq_mu);
-		hist_add(&w->post, now_ns() - t0);
+		hist_add(&w->post, rf_now_ns() - t0);
 		if (rc < 0) { /* a failed local write: no record, the chunk is resent */
 			w->rc = rc;
 			g_stop = 1;
@@ -397,7 +390,7 @@ static uint64_t pads_since(const struct agent *ag, const struct rf_agent_status 
 /* Stamp the writes that @st's durable_seq covers; returns how many. */
 static unsigned ack_agent(struct agent *ag, const struct rf_agent_status *st, uint64_t issued)
 {
-	uint64_t now = now_ns(), cover, pads = pads_since(ag, st);
+	uint64_t now = rf_now_ns(), cover, pads = pads_since(ag, st);
 	unsigned n;
 
 	cover = st->durable_seq > ag->seq0 ? st->durable_seq - ag->seq0 : 0;
@@ -461,7 +454,7 @@ static void *poller_main(void *arg)
 /* Wait until every volume of every agent is PROTECTED and the agent idle. */
 static int wait_protected(struct agent *ags, unsigned n, double timeout_s, bool need_idle)
 {
-	uint64_t deadline = now_ns() + (uint64_t)(timeout_s * 1e9);
+	uint64_t deadline = rf_now_ns() + (uint64_t)(timeout_s * 1e9);
 
 	for (;;) {
 		bool all = true;
@@ -484,7 +477,7 @@ static int wait_protected(struct agent *ags, unsigned n, double timeout_s, bool 
 		}
 		if (all)
 			return 0;
-		if (now_ns() > deadline)
+		if (rf_now_ns() > deadline)
 			return -ETIMEDOUT;
 		sleep_us(1000);
 	}
@@ -713,7 +706,7 @@ int main(int argc, char **argv)
 	if (o.hub_pid)
 		hcpu_sync0 = proc_cpu_s(o.hub_pid, NULL);
 	cpu_sync0 = self_cpu_s(NULL);
-	t_sync0 = now_ns();
+	t_sync0 = rf_now_ns();
 	for (unsigned i = 0; i < o.agents; i++) {
 		err = rf_agent_start(ags[i].a);
 		if (err < 0) {
@@ -722,7 +715,7 @@ int main(int argc, char **argv)
 		}
 	}
 	err = wait_protected(ags, o.agents, o.sync_timeout, false);
-	t_sync1 = now_ns();
+	t_sync1 = rf_now_ns();
 	cpu_sync1 = self_cpu_s(NULL);
 	if (o.hub_pid)
 		hcpu_sync1 = proc_cpu_s(o.hub_pid, NULL);
@@ -761,7 +754,7 @@ int main(int argc, char **argv)
 			hcpu0 = proc_cpu_s(o.hub_pid, &hsys0);
 		}
 		cpu0 = self_cpu_s(&sys0);
-		t0 = now_ns();
+		t0 = rf_now_ns();
 		for (unsigned i = 0; i < o.agents; i++) {
 			if (pthread_create(&ags[i].poller, NULL, poller_main, &ags[i]) != 0) {
 				fprintf(stderr, "repbench: cannot start a poller thread\n");
@@ -785,7 +778,7 @@ int main(int argc, char **argv)
 			uint64_t end =
 			    t0 + (uint64_t)((writes_given ? WRITES_TIMEOUT_S : o.seconds) * 1e9);
 
-			while (!g_stop && now_ns() < end) {
+			while (!g_stop && rf_now_ns() < end) {
 				if (writes_given) {
 					bool spent;
 
@@ -797,7 +790,7 @@ int main(int argc, char **argv)
 				}
 				sleep_us(2000);
 			}
-			if (writes_given && now_ns() >= end) {
+			if (writes_given && rf_now_ns() >= end) {
 				fprintf(stderr, "repbench: --writes not done after %d s\n",
 				        WRITES_TIMEOUT_S);
 				err = -ETIMEDOUT;
@@ -814,10 +807,10 @@ int main(int argc, char **argv)
 			pthread_join(ws[k].th, NULL);
 		/* Drain: every issued write durable (or time out). */
 		{
-			uint64_t deadline = now_ns() + DRAIN_TIMEOUT_MS * 1000000ull;
+			uint64_t deadline = rf_now_ns() + DRAIN_TIMEOUT_MS * 1000000ull;
 			bool drained = false;
 
-			while (!drained && now_ns() < deadline) {
+			while (!drained && rf_now_ns() < deadline) {
 				drained = true;
 				for (unsigned i = 0; i < o.agents; i++) {
 					pthread_mutex_lock(&ags[i].mu);
@@ -870,7 +863,7 @@ int main(int argc, char **argv)
 				err = ws[k].rc;
 		}
 		if (t_end <= t0)
-			t_end = now_ns();
+			t_end = rf_now_ns();
 	}
 report:
 	self_hwm = proc_mem_kb(0, "VmHWM");

@@ -16,17 +16,17 @@
 
 #define SUBSYS "session"
 
-struct agent *agent_find(struct hub *h, const char *id)
+struct hub_agent *agent_find(struct hub *h, const char *id)
 {
-	for (struct agent *a = h->agents; a; a = a->next)
+	for (struct hub_agent *a = h->agents; a; a = a->next)
 		if (strcmp(a->id, id) == 0)
 			return a;
 	return NULL;
 }
 
-struct agent *agent_get(struct hub *h, const char *id)
+struct hub_agent *agent_get(struct hub *h, const char *id)
 {
-	struct agent *a = agent_find(h, id), **tail;
+	struct hub_agent *a = agent_find(h, id), **tail;
 
 	if (a)
 		return a;
@@ -48,12 +48,12 @@ struct agent *agent_get(struct hub *h, const char *id)
 	return a;
 }
 
-bool agent_live(const struct agent *a)
+bool agent_live(const struct hub_agent *a)
 {
 	return a && a->conn && !a->conn->dead;
 }
 
-void agent_set_error(struct agent *a, const char *fmt, ...)
+void agent_set_error(struct hub_agent *a, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -63,7 +63,7 @@ void agent_set_error(struct agent *a, const char *fmt, ...)
 }
 
 /* Where this ring's records become durable (docs/DURABILITY.md). */
-static void choose_rule(struct agent *a)
+static void choose_rule(struct hub_agent *a)
 {
 	enum hub_durability d = (enum hub_durability)a->hub->cfg->durability;
 	bool pmem = rf_ring_is_pmem(a->ring);
@@ -97,7 +97,7 @@ static void choose_rule(struct agent *a)
  * durable; a valid prefix that ends before it lost some (a media error or a
  * bug). Say so loudly and count it; what is valid is applied.
  */
-static void check_durable_mark(struct agent *a)
+static void check_durable_mark(struct hub_agent *a)
 {
 	struct rf_ring_scan_result sc;
 
@@ -115,7 +115,7 @@ static void check_durable_mark(struct agent *a)
 	       rf_ring_status_name(sc.stop.status), sc.stop.reason);
 }
 
-int agent_ring_open(struct agent *a, bool create)
+int agent_ring_open(struct hub_agent *a, bool create)
 {
 	int rc;
 
@@ -156,7 +156,7 @@ int agent_ring_open(struct agent *a, bool create)
 	return 0;
 }
 
-int agent_ring_failed(struct agent *a, int rc)
+int agent_ring_failed(struct hub_agent *a, int rc)
 {
 	a->ring_broken = true;
 	agent_set_error(a, "cannot open ring %s: %s", a->ring_path, strerror(-rc));
@@ -168,7 +168,7 @@ int agent_ring_failed(struct agent *a, int rc)
 	return rc;
 }
 
-uint64_t agent_durable_seq(const struct agent *a)
+uint64_t agent_durable_seq(const struct hub_agent *a)
 {
 	uint64_t pos, seq;
 
@@ -178,7 +178,7 @@ uint64_t agent_durable_seq(const struct agent *a)
 	return seq > a->durable_seq ? seq : a->durable_seq;
 }
 
-void agent_publish(struct agent *a)
+void agent_publish(struct hub_agent *a)
 {
 	struct rf_fab_position pos;
 
@@ -192,7 +192,7 @@ void agent_publish(struct agent *a)
 	rf_fab_publish(a->peer, &pos); /* -ENOTCONN: a DETACHED event follows */
 }
 
-int agent_make_durable(struct agent *a)
+int agent_make_durable(struct hub_agent *a)
 {
 	struct rf_ring_verdict why;
 	int n;

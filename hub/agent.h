@@ -14,9 +14,9 @@
 
 #include "base.h"
 
-struct agent {
+struct hub_agent {
 	struct hub *hub;
-	struct agent *next;
+	struct hub_agent *next;
 	char id[RF_CTL_MAX_NAME + 1];
 	char ring_path[PATH_MAX];
 	struct rf_ring *ring;      /* open from the first HELLO (or start-up) on */
@@ -57,12 +57,13 @@ struct agent {
 	char last_error[200];
 };
 
-struct agent *agent_find(struct hub *h, const char *id);
+struct hub_agent *agent_find(struct hub *h, const char *id);
 /* Find or create (NULL: not a valid name, a path too long, or no memory). */
-struct agent *agent_get(struct hub *h, const char *id);
+struct hub_agent *agent_get(struct hub *h, const char *id);
 /* Its control connection is up (a closed one ends the session at ctl_reap). */
-bool agent_live(const struct agent *a);
-void agent_set_error(struct agent *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool agent_live(const struct hub_agent *a);
+void agent_set_error(struct hub_agent *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /*
  * Map @a's ring file, or with @create make a new one (ring_size bytes);
@@ -71,24 +72,24 @@ void agent_set_error(struct agent *a, const char *fmt, ...) __attribute__((forma
  * agent_ring_failed() on an error: nothing is marked or logged here.
  * (session.c's agent_open_ring() resets the journals before a create.)
  */
-int agent_ring_open(struct agent *a, bool create);
+int agent_ring_open(struct hub_agent *a, bool create);
 /* The ring cannot be opened or created (@rc): mark it broken, log it. Returns @rc. */
-int agent_ring_failed(struct agent *a, int rc);
+int agent_ring_failed(struct hub_agent *a, int rc);
 
 /* Every record before it is durable: the ring's durable mark under rule
  * pmem (never behind the applied position), else the applied position. */
-uint64_t agent_durable_seq(const struct agent *a);
+uint64_t agent_durable_seq(const struct hub_agent *a);
 
 /* Tell the attached producer the durable position (the ring's durable mark
  * under rule pmem, else the applied one) and the head (applied: the space it
  * may reuse). No-op without a producer. */
-void agent_publish(struct agent *a);
+void agent_publish(struct hub_agent *a);
 
 /*
  * Rule pmem: make what landed durable in the ring (validated, flushed, the
  * mark persisted) and publish it. Returns the records made durable (0:
  * nothing new, or rule apply) or -errno (the drain's rule then applies).
  */
-int agent_make_durable(struct agent *a);
+int agent_make_durable(struct hub_agent *a);
 
 #endif /* REPHUB_AGENT_H */

@@ -1,19 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The hub's clocks and request ids: the one home of what every layer of
- * the hub core asks for (base.h).
+ * The hub's wall clock and request ids (base.h). The monotonic clock is
+ * rf_now_ms() (common/sockio.c), the one home for the whole project.
  */
 #include <time.h>
 
 #include "base.h"
-
-int64_t hub_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int64_t hub_wall_ms(void)
 {

@@ -48,6 +48,7 @@
 #include "repfabric/ctl_stream.h"
 #include "repfabric/fabric.h"
 #include "repfabric/ring.h"
+#include "repfabric/sockio.h" /* rf_now_ms(): CLOCK_MONOTONIC */
 
 #define HUB_TICK_MS           100         /* timer period: pacing, retries, timeouts */
 #define HUB_HEARTBEAT_MS      5000        /* send HEARTBEAT to an agent this often */
@@ -67,7 +68,7 @@
 #endif
 
 struct hub;
-struct agent;
+struct hub_agent;
 struct volume;
 struct journal;
 struct test_view;
@@ -104,7 +105,7 @@ struct ctl_conn {
 	uint64_t hb_req;          /* the id of our outstanding HEARTBEAT, 0 when none */
 	int64_t hb_pending_since; /* when an unanswered HEARTBEAT was first sent */
 
-	struct agent *agent; /* set by HELLO */
+	struct hub_agent *agent; /* set by HELLO */
 	uint64_t frames_in;
 
 	/* authentication (auth.c): AUTH_START, then AUTH_PROOF */
@@ -160,7 +161,7 @@ struct hub {
 	int fab_fd;
 	struct ctl_conn *conns;
 	unsigned nconns;
-	struct agent *agents;
+	struct hub_agent *agents;
 	struct volume *vols;
 	size_t nvols;
 	uint64_t next_req;     /* hub-originated request ids */
@@ -187,7 +188,6 @@ struct hub {
 };
 
 /* clocks and ids (base.c) */
-int64_t hub_now_ms(void);  /* CLOCK_MONOTONIC */
 int64_t hub_wall_ms(void); /* CLOCK_REALTIME: journal times, record ages */
 uint64_t hub_new_req_id(struct hub *h);
 

@@ -143,7 +143,7 @@ static bool make_room(struct hub *h)
 
 void ctl_accept(struct hub *h)
 {
-	int64_t now = hub_now_ms();
+	int64_t now = rf_now_ms();
 
 	/* A bounded burst: the connections already open are read between two. */
 	for (int i = 0; i < CTL_ACCEPT_BURST; i++) {
@@ -296,7 +296,7 @@ void ctl_close_after_flush(struct ctl_conn *c)
 	if (c->dead || c->closing)
 		return;
 	c->closing = true;
-	c->close_by = hub_now_ms() + HUB_CLOSE_GRACE_MS;
+	c->close_by = rf_now_ms() + HUB_CLOSE_GRACE_MS;
 	if (!rf_ctl_stream_pending(&c->st))
 		ctl_close(c, "closed after an error");
 	else
@@ -493,7 +493,7 @@ static void read_input(struct ctl_conn *c)
 		int rc = rf_ctl_stream_recv(&c->st, auth_frame_max(c), &budget, &why);
 
 		if (budget != before)
-			c->last_rx = hub_now_ms();
+			c->last_rx = rf_now_ms();
 		switch (rc) {
 		case 1:
 			ctl_dispatch(c, &c->st.h, c->st.pl);

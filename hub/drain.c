@@ -35,7 +35,7 @@
  * have been reported in the agent's current session (else owning it is
  * enough).
  */
-static int check_record(struct agent *a, const struct rf_ring_record *r, bool live,
+static int check_record(struct hub_agent *a, const struct rf_ring_record *r, bool live,
                         struct volume **vout, char *why, size_t whylen)
 {
 	struct volume *v;
@@ -74,7 +74,7 @@ static int check_record(struct agent *a, const struct rf_ring_record *r, bool li
 }
 
 /* Make the applied records durable: sync the images, then persist the head. */
-static int commit(struct agent *a)
+static int commit(struct hub_agent *a)
 {
 	struct hub *h = a->hub;
 	int rc;
@@ -107,8 +107,8 @@ static int commit(struct agent *a)
 	return 0;
 }
 
-static void invalid_record(struct agent *a, enum drain_mode mode, uint64_t seq, const char *what,
-                           struct volume *v, struct drain_result *res)
+static void invalid_record(struct hub_agent *a, enum drain_mode mode, uint64_t seq,
+                           const char *what, struct volume *v, struct drain_result *res)
 {
 	if (!(a->stop_invalid && a->invalid_seq == seq)) {
 		RF_ERR(SUBSYS, "agent %s: %s", a->id, what);
@@ -139,7 +139,7 @@ static bool dropped_after_failover(struct volume *v, const struct rf_ring_record
 	return true;
 }
 
-int drain_batch(struct agent *a, enum drain_mode mode, struct drain_result *res)
+int drain_batch(struct hub_agent *a, enum drain_mode mode, struct drain_result *res)
 {
 	struct hub *h = a->hub;
 	uint64_t bytes = 0;
@@ -151,7 +151,7 @@ int drain_batch(struct agent *a, enum drain_mode mode, struct drain_result *res)
 	a->need_drain = false;
 	if (!a->ring || a->ring_broken)
 		return 0;
-	if (a->drain_stuck && hub_now_ms() < a->drain_retry_at)
+	if (a->drain_stuck && rf_now_ms() < a->drain_retry_at)
 		return 0;
 	a->drain_stuck = false;
 	while (n < HUB_DRAIN_BATCH_RECS && bytes < HUB_DRAIN_BATCH_BYTES) {
@@ -205,7 +205,7 @@ int drain_batch(struct agent *a, enum drain_mode mode, struct drain_result *res)
 			       "retrying in 1 s",
 			       a->id, r.seq, v->cfg->recovery, strerror(-rc));
 			a->drain_stuck = true;
-			a->drain_retry_at = hub_now_ms() + 1000;
+			a->drain_retry_at = rf_now_ms() + 1000;
 			break;
 		}
 		rc = rf_ring_advance(a->ring, &r);
@@ -233,7 +233,7 @@ int drain_batch(struct agent *a, enum drain_mode mode, struct drain_result *res)
 			 * so the records must be written again, not skipped). */
 			rf_ring_rewind(a->ring);
 			a->drain_stuck = true;
-			a->drain_retry_at = hub_now_ms() + 1000;
+			a->drain_retry_at = rf_now_ms() + 1000;
 			return crc;
 		}
 		res->durable = true;
@@ -245,7 +245,7 @@ int drain_batch(struct agent *a, enum drain_mode mode, struct drain_result *res)
 			/* Judged again by the next drain, on the retry timer. */
 			rf_ring_rewind(a->ring);
 			a->drain_stuck = true;
-			a->drain_retry_at = hub_now_ms() + 1000;
+			a->drain_retry_at = rf_now_ms() + 1000;
 			return rc;
 		}
 		rf_ring_head(a->ring, &a->durable_pos, &a->durable_seq);
@@ -260,7 +260,7 @@ int drain_batch(struct agent *a, enum drain_mode mode, struct drain_result *res)
 	return (int)n;
 }
 
-int drain_discard_invalid(struct agent *a)
+int drain_discard_invalid(struct hub_agent *a)
 {
 	struct rf_ring_record r;
 	struct volume *v;

@@ -36,12 +36,12 @@ struct drain_result {
  * when the batch could not be made durable (the ring head is rewound; it
  * is retried in 1 s). Sets a->need_drain and h->more_work when more is due.
  */
-int drain_batch(struct agent *a, enum drain_mode mode, struct drain_result *res);
+int drain_batch(struct hub_agent *a, enum drain_mode mode, struct drain_result *res);
 
 /*
  * Drop the record at the head of @a's ring if it can never be applied
  * (left by an earlier producer session). 1 when one was dropped, 0, or -errno.
  */
-int drain_discard_invalid(struct agent *a);
+int drain_discard_invalid(struct hub_agent *a);
 
 #endif /* REPHUB_DRAIN_H */

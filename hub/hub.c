@@ -99,7 +99,7 @@ static int setup_state_dir(struct hub *h)
 /* Every ring with news; drain_agent tells the sync engine and the producer. */
 static void drain_all(struct hub *h)
 {
-	for (struct agent *a = h->agents; a; a = a->next) {
+	for (struct hub_agent *a = h->agents; a; a = a->next) {
 		if (a->need_drain)
 			drain_agent(a, a->peer ? DRAIN_LIVE : DRAIN_OFFLINE);
 	}
@@ -162,7 +162,7 @@ int hub_init(struct hub *h, struct hub_config *cfg)
 	memset(h, 0, sizeof(*h));
 	h->cfg = cfg;
 	h->epfd = h->sigfd = h->timerfd = h->lfd = h->fab_fd = -1;
-	h->started_at = hub_now_ms();
+	h->started_at = rf_now_ms();
 	h->next_session = ((uint64_t)time(NULL) << 20);
 	h->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (h->epfd < 0)
@@ -269,7 +269,7 @@ int hub_run(struct hub *h)
 			ctl_accept(h);
 		session_fab_poll(h);
 		drain_all(h);
-		now = hub_now_ms();
+		now = rf_now_ms();
 		if (tick) {
 			ctl_tick(h, now);
 			session_tick(h, now);
@@ -297,7 +297,7 @@ void hub_fini(struct hub *h)
 	if (h->fab) {
 		/* Records that landed before the stop are applied and published. */
 		session_fab_poll(h);
-		for (struct agent *a = h->agents; a; a = a->next)
+		for (struct hub_agent *a = h->agents; a; a = a->next)
 			a->need_drain = true;
 		for (int guard = 0; guard < 100000; guard++) {
 			h->more_work = false;
@@ -315,7 +315,7 @@ void hub_fini(struct hub *h)
 	status_fini(h);
 	auth_fini(h);
 	while (h->agents) {
-		struct agent *a = h->agents;
+		struct hub_agent *a = h->agents;
 
 		h->agents = a->next;
 		rf_ring_close(&a->ring);

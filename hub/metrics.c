@@ -57,7 +57,7 @@ struct agent_calc {
 #define D(x) ((struct mval){.dbl = true, .d = (double)(x)})
 
 typedef struct mval (*vol_getter)(const struct volume *v, const struct vol_calc *c);
-typedef struct mval (*agent_getter)(const struct agent *a, const struct agent_calc *c);
+typedef struct mval (*agent_getter)(const struct hub_agent *a, const struct agent_calc *c);
 
 struct vol_metric {
 	const char *name, *type, *help;
@@ -87,28 +87,28 @@ static struct mval v_bytes(const struct volume *v, const struct vol_calc *c) { r
 static struct mval v_invalid(const struct volume *v, const struct vol_calc *c) { return U(v->invalid_records); }
 static struct mval v_progress(const struct volume *v, const struct vol_calc *c) { return U(v->progress_count); }
 
-static struct mval a_connected(const struct agent *a, const struct agent_calc *c) { return U(agent_live(a)); }
-static struct mval a_attached(const struct agent *a, const struct agent_calc *c) { return U(a->peer != NULL); }
-static struct mval a_ring_size(const struct agent *a, const struct agent_calc *c) { return U(c->size); }
-static struct mval a_ring_used(const struct agent *a, const struct agent_calc *c) { return U(c->lag_bytes); }
-static struct mval a_ring_fill(const struct agent *a, const struct agent_calc *c) { return D(c->size ? (double)c->lag_bytes / (double)c->size : 0.0); }
-static struct mval a_durable_seq(const struct agent *a, const struct agent_calc *c) { return U(agent_durable_seq(a)); }
-static struct mval a_applied_seq(const struct agent *a, const struct agent_calc *c) { return U(a->durable_seq); }
-static struct mval a_landed_seq(const struct agent *a, const struct agent_calc *c) { return U(a->landed_valid ? a->landed_seq : 0); }
-static struct mval a_lag_recs(const struct agent *a, const struct agent_calc *c) { return U(c->lag_recs); }
-static struct mval a_lag_bytes(const struct agent *a, const struct agent_calc *c) { return U(c->lag_bytes); }
-static struct mval a_queued(const struct agent *a, const struct agent_calc *c) { return U(a->have_progress ? a->progress_queued : 0); }
-static struct mval a_progress(const struct agent *a, const struct agent_calc *c) { return U(a->progress_count); }
-static struct mval a_congestions(const struct agent *a, const struct agent_calc *c) { return U(a->congestions); }
-static struct mval a_congested(const struct agent *a, const struct agent_calc *c) { return U(a->congested); }
-static struct mval a_records(const struct agent *a, const struct agent_calc *c) { return U(a->records); }
-static struct mval a_bytes(const struct agent *a, const struct agent_calc *c) { return U(a->bytes); }
-static struct mval a_sync_records(const struct agent *a, const struct agent_calc *c) { return U(a->sync_records); }
-static struct mval a_sync_bytes(const struct agent *a, const struct agent_calc *c) { return U(a->sync_bytes); }
-static struct mval a_invalid(const struct agent *a, const struct agent_calc *c) { return U(a->invalid_records); }
-static struct mval a_fences(const struct agent *a, const struct agent_calc *c) { return U(a->fences); }
-static struct mval a_attaches(const struct agent *a, const struct agent_calc *c) { return U(a->attaches); }
-static struct mval a_sessions(const struct agent *a, const struct agent_calc *c) { return U(a->sessions); }
+static struct mval a_connected(const struct hub_agent *a, const struct agent_calc *c) { return U(agent_live(a)); }
+static struct mval a_attached(const struct hub_agent *a, const struct agent_calc *c) { return U(a->peer != NULL); }
+static struct mval a_ring_size(const struct hub_agent *a, const struct agent_calc *c) { return U(c->size); }
+static struct mval a_ring_used(const struct hub_agent *a, const struct agent_calc *c) { return U(c->lag_bytes); }
+static struct mval a_ring_fill(const struct hub_agent *a, const struct agent_calc *c) { return D(c->size ? (double)c->lag_bytes / (double)c->size : 0.0); }
+static struct mval a_durable_seq(const struct hub_agent *a, const struct agent_calc *c) { return U(agent_durable_seq(a)); }
+static struct mval a_applied_seq(const struct hub_agent *a, const struct agent_calc *c) { return U(a->durable_seq); }
+static struct mval a_landed_seq(const struct hub_agent *a, const struct agent_calc *c) { return U(a->landed_valid ? a->landed_seq : 0); }
+static struct mval a_lag_recs(const struct hub_agent *a, const struct agent_calc *c) { return U(c->lag_recs); }
+static struct mval a_lag_bytes(const struct hub_agent *a, const struct agent_calc *c) { return U(c->lag_bytes); }
+static struct mval a_queued(const struct hub_agent *a, const struct agent_calc *c) { return U(a->have_progress ? a->progress_queued : 0); }
+static struct mval a_progress(const struct hub_agent *a, const struct agent_calc *c) { return U(a->progress_count); }
+static struct mval a_congestions(const struct hub_agent *a, const struct agent_calc *c) { return U(a->congestions); }
+static struct mval a_congested(const struct hub_agent *a, const struct agent_calc *c) { return U(a->congested); }
+static struct mval a_records(const struct hub_agent *a, const struct agent_calc *c) { return U(a->records); }
+static struct mval a_bytes(const struct hub_agent *a, const struct agent_calc *c) { return U(a->bytes); }
+static struct mval a_sync_records(const struct hub_agent *a, const struct agent_calc *c) { return U(a->sync_records); }
+static struct mval a_sync_bytes(const struct hub_agent *a, const struct agent_calc *c) { return U(a->sync_bytes); }
+static struct mval a_invalid(const struct hub_agent *a, const struct agent_calc *c) { return U(a->invalid_records); }
+static struct mval a_fences(const struct hub_agent *a, const struct agent_calc *c) { return U(a->fences); }
+static struct mval a_attaches(const struct hub_agent *a, const struct agent_calc *c) { return U(a->attaches); }
+static struct mval a_sessions(const struct hub_agent *a, const struct agent_calc *c) { return U(a->sessions); }
 /* clang-format on */
 
 /* Keep docs/HUB.md ("Metrics") in step with these two tables. */
@@ -351,7 +351,7 @@ static void put_transport(FILE *f, const struct rf_fab_listener *l)
 
 static void vol_calc(const struct volume *v, struct vol_calc *c)
 {
-	const struct agent *a = v->owner;
+	const struct hub_agent *a = v->owner;
 
 	memset(c, 0, sizeof(*c));
 	if (!a)
@@ -368,9 +368,9 @@ char *metrics_text(struct hub *h, size_t *len)
 	size_t nagents = 0, i;
 	char *buf = NULL;
 	FILE *f;
-	int64_t now = hub_now_ms();
+	int64_t now = rf_now_ms();
 
-	for (const struct agent *a = h->agents; a; a = a->next)
+	for (const struct hub_agent *a = h->agents; a; a = a->next)
 		nagents++;
 	vc = calloc(h->nvols ? h->nvols : 1, sizeof(*vc));
 	ac = calloc(nagents ? nagents : 1, sizeof(*ac));
@@ -380,7 +380,7 @@ char *metrics_text(struct hub *h, size_t *len)
 	for (i = 0; i < h->nvols; i++)
 		vol_calc(&h->vols[i], &vc[i]);
 	i = 0;
-	for (const struct agent *a = h->agents; a; a = a->next, i++) {
+	for (const struct hub_agent *a = h->agents; a; a = a->next, i++) {
 		status_agent_lag(a, &ac[i].lag_recs, &ac[i].lag_bytes);
 		ac[i].size = a->ring ? rf_ring_data_size(a->ring) : 0;
 	}
@@ -435,7 +435,7 @@ char *metrics_text(struct hub *h, size_t *len)
 	for (size_t m = 0; m < NAGENT_METRICS; m++) {
 		put_head(f, agent_metrics[m].name, agent_metrics[m].type, agent_metrics[m].help);
 		i = 0;
-		for (const struct agent *a = h->agents; a; a = a->next, i++) {
+		for (const struct hub_agent *a = h->agents; a; a = a->next, i++) {
 			fprintf(f, "%s{", agent_metrics[m].name);
 			put_label(f, "agent", a->id);
 			fputc('}', f);

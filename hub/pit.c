@@ -150,7 +150,7 @@ static int failover(struct ctl_conn *c, uint64_t req_id, struct volume *v,
                     const struct rf_ctl_admin *m, struct ctl_reply *r)
 {
 	char why[512], text[PATH_MAX + 1024], t[40];
-	struct agent *a = v->owner;
+	struct hub_agent *a = v->owner;
 	uint64_t seq;
 	int64_t tm;
 	int rc;

@@ -39,7 +39,7 @@ int pit_owner_change(struct volume *v)
 }
 
 /* A new ring for @a: sequences restart, so its volumes' journals are applied and reset. */
-int pit_ring_new(struct agent *a)
+int pit_ring_new(struct hub_agent *a)
 {
 	struct hub *h = a->hub;
 

@@ -25,7 +25,7 @@ int pit_owner_change(struct volume *v);
  * could not be (the ring must then not be created: its records would be
  * taken for ones already journaled).
  */
-int pit_ring_new(struct agent *a);
+int pit_ring_new(struct hub_agent *a);
 /* Retention: apply what left the window (time, then size), a bounded amount per volume. */
 void pit_tick(struct hub *h, int64_t now);
 

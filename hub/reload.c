@@ -50,7 +50,7 @@ static void keep_fixed(const struct hub_config *run, struct hub_config *next)
 /* Ask every connected agent to report its volumes again. */
 static void ask_reports(struct hub *h)
 {
-	for (struct agent *a = h->agents; a; a = a->next)
+	for (struct hub_agent *a = h->agents; a; a = a->next)
 		if (a->conn && !a->conn->closing && !a->conn->dead)
 			ctl_send(a->conn, RF_CTL_REPORT_AGAIN, 0, NULL, 0);
 }

@@ -28,7 +28,7 @@
 void resync_begin(struct volume *v, const char *cause, bool notify)
 {
 	v->resync_cause = cause;
-	v->resync_started = hub_now_ms();
+	v->resync_started = rf_now_ms();
 	v->resync_bytes = 0;
 	v->resyncs++;
 	volume_set_state(v, RF_VOL_RESYNCING, notify);
@@ -67,9 +67,9 @@ static void count_resent(struct volume *v, uint64_t instance, uint64_t resent)
 	v->resent_seen = resent;
 }
 
-void resync_on_progress(struct agent *a, const struct rf_ctl_progress *m)
+void resync_on_progress(struct hub_agent *a, const struct rf_ctl_progress *m)
 {
-	int64_t now = hub_now_ms();
+	int64_t now = rf_now_ms();
 	bool congested = m->flags & RF_PROGRESS_CONGESTED;
 
 	if (m->instance && m->congestions != a->congestions && a->progress_instance == m->instance)
@@ -107,7 +107,7 @@ void resync_on_progress(struct agent *a, const struct rf_ctl_progress *m)
 	}
 }
 
-void resync_ring_tail(struct agent *a)
+void resync_ring_tail(struct hub_agent *a)
 {
 	struct rf_ring_verdict vd = {.status = RF_RING_ST_OK};
 	struct rf_ring_record r;

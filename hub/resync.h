@@ -15,8 +15,8 @@
 
 void resync_begin(struct volume *v, const char *cause, bool notify);
 /* A PROGRESS from @a: counters, and resyncing <-> protected. */
-void resync_on_progress(struct agent *a, const struct rf_ctl_progress *m);
+void resync_on_progress(struct hub_agent *a, const struct rf_ctl_progress *m);
 /* At start-up: log a torn or corrupt record that ends @a's ring. */
-void resync_ring_tail(struct agent *a);
+void resync_ring_tail(struct hub_agent *a);
 
 #endif /* REPHUB_RESYNC_H */

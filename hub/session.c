@@ -32,7 +32,7 @@
 #define SUBSYS            "session"
 #define ATTACH_PENDING_MS 10000
 
-int agent_open_ring(struct agent *a)
+int agent_open_ring(struct hub_agent *a)
 {
 	int rc = agent_ring_open(a, false);
 
@@ -46,7 +46,7 @@ int agent_open_ring(struct agent *a)
 	return rc ? agent_ring_failed(a, rc) : 0;
 }
 
-int drain_agent(struct agent *a, enum drain_mode mode)
+int drain_agent(struct hub_agent *a, enum drain_mode mode)
 {
 	struct drain_result res;
 	int n;
@@ -66,7 +66,7 @@ int drain_agent(struct agent *a, enum drain_mode mode)
 }
 
 /* Apply everything the ring holds, with no producer attached. */
-static void drain_fully(struct agent *a)
+static void drain_fully(struct hub_agent *a)
 {
 	int n;
 
@@ -101,7 +101,7 @@ void session_scan_rings(struct hub *h)
 			continue;
 	}
 	closedir(d);
-	for (struct agent *a = h->agents; a; a = a->next) {
+	for (struct hub_agent *a = h->agents; a; a = a->next) {
 		uint64_t before;
 
 		if (access(a->ring_path, F_OK) != 0 || agent_open_ring(a))
@@ -125,7 +125,7 @@ static uint64_t random_token(void)
 	return v;
 }
 
-void session_fence(struct agent *a, const char *why)
+void session_fence(struct hub_agent *a, const char *why)
 {
 	if (!a->peer)
 		return;
@@ -140,7 +140,7 @@ void session_fence(struct agent *a, const char *why)
 }
 
 /* @a's session ended: the volumes it reported are disconnected. */
-static void volumes_disconnected(struct agent *a)
+static void volumes_disconnected(struct hub_agent *a)
 {
 	struct hub *h = a->hub;
 
@@ -161,7 +161,7 @@ static void volumes_disconnected(struct agent *a)
 }
 
 /* The control session ends: the data path goes with it. */
-static void session_end(struct agent *a, const char *why)
+static void session_end(struct hub_agent *a, const char *why)
 {
 	if (a->peer) {
 		RF_INFO(SUBSYS, "agent %s: closing its data connection (%s)", a->id, why);
@@ -180,7 +180,7 @@ static void session_end(struct agent *a, const char *why)
 
 void session_conn_closed(struct ctl_conn *c)
 {
-	struct agent *a = c->agent;
+	struct hub_agent *a = c->agent;
 
 	c->agent = NULL;
 	if (a && a->conn == c)
@@ -200,7 +200,7 @@ int session_hello(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_r
 	const struct rf_ctl_hello *m = &rq->m->hello;
 	struct rf_ctl_hello_ok ok = {0};
 	uint8_t buf[RF_CTL_MAX_TEXT + 64];
-	struct agent *a;
+	struct hub_agent *a;
 	uint64_t token;
 	int n, rc;
 
@@ -254,7 +254,7 @@ int session_hello(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_r
 	a->landed_valid = false;
 	a->have_progress = false;
 	a->sessions++;
-	c->last_hb_sent = hub_now_ms();
+	c->last_hb_sent = rf_now_ms();
 	ok.session = a->session;
 	ok.token = a->token;
 	snprintf(ok.data_url, sizeof(ok.data_url), "%s", h->cfg->data);
@@ -271,8 +271,8 @@ int session_hello(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_r
 int session_progress(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
 {
 	const struct rf_ctl_progress *m = &rq->m->progress;
-	struct agent *a = c->agent;
-	int64_t now = hub_now_ms();
+	struct hub_agent *a = c->agent;
+	int64_t now = rf_now_ms();
 
 	a->have_progress = true;
 	a->progress_next_seq = m->next_seq;
@@ -303,19 +303,19 @@ int session_progress(struct ctl_conn *c, const struct ctl_request *rq, struct ct
 
 /* ---- the data path ---------------------------------------------------- */
 
-static struct agent *agent_by_token(struct hub *h, uint64_t token)
+static struct hub_agent *agent_by_token(struct hub *h, uint64_t token)
 {
 	if (!token)
 		return NULL;
-	for (struct agent *a = h->agents; a; a = a->next)
+	for (struct hub_agent *a = h->agents; a; a = a->next)
 		if (a->token == token)
 			return a;
 	return NULL;
 }
 
-static struct agent *agent_by_peer(struct hub *h, const struct rf_fab_peer *p)
+static struct hub_agent *agent_by_peer(struct hub *h, const struct rf_fab_peer *p)
 {
-	for (struct agent *a = h->agents; a; a = a->next)
+	for (struct hub_agent *a = h->agents; a; a = a->next)
 		if (a->peer == p)
 			return a;
 	return NULL;
@@ -324,7 +324,7 @@ static struct agent *agent_by_peer(struct hub *h, const struct rf_fab_peer *p)
 int session_fab_attach(void *ctx, uint64_t token, struct rf_fab_ring_mem *mem)
 {
 	struct hub *h = ctx;
-	struct agent *a = agent_by_token(h, token);
+	struct hub_agent *a = agent_by_token(h, token);
 	struct rf_ring_info info;
 	uint64_t end_pos, end_seq;
 	int rc;
@@ -365,7 +365,7 @@ int session_fab_attach(void *ctx, uint64_t token, struct rf_fab_ring_mem *mem)
 	a->landed_valid = false;
 	a->landed_seq = 0;
 	a->attach_pending = true;
-	a->attach_pending_at = hub_now_ms();
+	a->attach_pending_at = rf_now_ms();
 	a->attaches++;
 	memset(mem, 0, sizeof(*mem));
 	mem->data = (uint8_t *)rf_ring_base(a->ring) + rf_ring_data_offset(a->ring);
@@ -383,7 +383,7 @@ int session_fab_attach(void *ctx, uint64_t token, struct rf_fab_ring_mem *mem)
 
 static void on_attached(struct hub *h, const struct rf_fab_hub_event *ev)
 {
-	struct agent *a = agent_by_token(h, ev->token);
+	struct hub_agent *a = agent_by_token(h, ev->token);
 
 	if (!agent_live(a) || a->peer) {
 		RF_WARN(SUBSYS, "a data connection attached with a token that is no longer valid");
@@ -398,7 +398,7 @@ static void on_attached(struct hub *h, const struct rf_fab_hub_event *ev)
 
 static void on_detached(struct hub *h, const struct rf_fab_hub_event *ev)
 {
-	struct agent *a = agent_by_peer(h, ev->peer);
+	struct hub_agent *a = agent_by_peer(h, ev->peer);
 
 	if (!a) {
 		a = agent_by_token(h, ev->token);
@@ -429,7 +429,7 @@ void session_fab_poll(struct hub *h)
 			return;
 		}
 		for (int i = 0; i < n; i++) {
-			struct agent *a;
+			struct hub_agent *a;
 
 			switch (evs[i].type) {
 			case RF_FAB_HEV_ATTACHED:
@@ -454,7 +454,7 @@ void session_fab_poll(struct hub *h)
 
 void session_tick(struct hub *h, int64_t now)
 {
-	for (struct agent *a = h->agents; a; a = a->next) {
+	for (struct hub_agent *a = h->agents; a; a = a->next) {
 		if (a->attach_pending && now - a->attach_pending_at > ATTACH_PENDING_MS)
 			a->attach_pending = false;
 		if (a->ring && (a->peer || a->drain_stuck))

@@ -22,19 +22,19 @@
  * it wrote an invalid record, and once the batch is durable tell the sync
  * engine and publish the position. Returns what drain_batch returns.
  */
-int drain_agent(struct agent *a, enum drain_mode mode);
+int drain_agent(struct hub_agent *a, enum drain_mode mode);
 
 /*
  * Map @a's ring; when it has none yet, apply and reset its volumes'
  * journals (pit_ring_new: the new ring's sequences start over), then
  * create it. 0 or -errno (marked broken and logged).
  */
-int agent_open_ring(struct agent *a);
+int agent_open_ring(struct hub_agent *a);
 
 /* At start-up: every ring in ring_dir is mapped and drained. */
 void session_scan_rings(struct hub *h);
 /* Cut @a's data path (its records that landed are drained without it). */
-void session_fence(struct agent *a, const char *why);
+void session_fence(struct hub_agent *a, const char *why);
 /* ctl_reap: @c is gone; the session it carried ends. */
 void session_conn_closed(struct ctl_conn *c);
 /* The fabric's attach callback (rf_fab_hub_ops.attach). */

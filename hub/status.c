@@ -100,7 +100,7 @@ static void sb_key_bool(struct sb *b, const char *key, bool v)
 }
 
 /* Records (and bytes) that landed but are not durable yet. */
-static void agent_lag(const struct agent *a, uint64_t *recs, uint64_t *bytes)
+static void agent_lag(const struct hub_agent *a, uint64_t *recs, uint64_t *bytes)
 {
 	struct rf_ring_scan_result res;
 
@@ -121,7 +121,7 @@ static void agent_lag(const struct agent *a, uint64_t *recs, uint64_t *bytes)
  * head. 0 without lag; false when unknown (no ring, the head does not peek,
  * a producer that sets no timestamps).
  */
-static bool agent_lag_ms(const struct agent *a, uint64_t lag_recs, uint64_t *ms)
+static bool agent_lag_ms(const struct hub_agent *a, uint64_t lag_recs, uint64_t *ms)
 {
 	struct rf_ring_record rec;
 	int64_t now, t;
@@ -137,7 +137,7 @@ static bool agent_lag_ms(const struct agent *a, uint64_t lag_recs, uint64_t *ms)
 	return true;
 }
 
-static void sb_key_lag_ms(struct sb *b, const struct agent *a, uint64_t lag_recs)
+static void sb_key_lag_ms(struct sb *b, const struct hub_agent *a, uint64_t lag_recs)
 {
 	uint64_t ms;
 
@@ -360,7 +360,7 @@ static void journal_json(struct sb *b, const struct volume *v)
 
 static bool volume_caught_up(const struct volume *v)
 {
-	const struct agent *a = v->owner;
+	const struct hub_agent *a = v->owner;
 
 	return v->state == RF_VOL_PROTECTED && agent_live(a) && v->reported && a->have_progress &&
 	       a->progress_queued == 0 && v->dirty_bytes == 0 &&
@@ -389,7 +389,7 @@ static void resync_json(struct sb *b, const struct volume *v, int64_t now)
 
 static void volume_json(struct sb *b, const struct volume *v, int64_t now)
 {
-	const struct agent *a = v->owner;
+	const struct hub_agent *a = v->owner;
 	uint64_t synced = volume_synced_bytes(v), lag_recs = 0, lag_bytes = 0;
 	double fill = 0;
 
@@ -446,7 +446,7 @@ static void volume_json(struct sb *b, const struct volume *v, int64_t now)
 	sb_printf(b, "}");
 }
 
-static void agent_json(struct sb *b, const struct agent *a, int64_t now)
+static void agent_json(struct sb *b, const struct hub_agent *a, int64_t now)
 {
 	uint64_t lag_recs, lag_bytes, size = a->ring ? rf_ring_data_size(a->ring) : 0;
 
@@ -525,7 +525,7 @@ static void admission_json(struct sb *b, const struct hub *h)
 char *status_json(struct hub *h, size_t *len)
 {
 	struct sb b = {0};
-	int64_t now = hub_now_ms();
+	int64_t now = rf_now_ms();
 	bool first = true;
 
 	sb_printf(&b, "{\"version\":%d,\"hub\":{", STATUS_VERSION);
@@ -556,7 +556,7 @@ char *status_json(struct hub *h, size_t *len)
 		volume_json(&b, &h->vols[i], now);
 	}
 	sb_printf(&b, "],\"agents\":[");
-	for (const struct agent *a = h->agents; a; a = a->next) {
+	for (const struct hub_agent *a = h->agents; a; a = a->next) {
 		sb_printf(&b, "%s", first ? "" : ",");
 		first = false;
 		agent_json(&b, a, now);
@@ -571,7 +571,7 @@ char *status_json(struct hub *h, size_t *len)
 }
 
 /* For metrics.c: the same numbers the status JSON shows. */
-void status_agent_lag(const struct agent *a, uint64_t *recs, uint64_t *bytes)
+void status_agent_lag(const struct hub_agent *a, uint64_t *recs, uint64_t *bytes)
 {
 	agent_lag(a, recs, bytes);
 }

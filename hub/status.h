@@ -17,7 +17,7 @@
 /* The status JSON (malloc'ed, *@len bytes), or NULL without memory. */
 char *status_json(struct hub *h, size_t *len);
 /* Records (and bytes) that landed but are not durable yet. */
-void status_agent_lag(const struct agent *a, uint64_t *recs, uint64_t *bytes);
+void status_agent_lag(const struct hub_agent *a, uint64_t *recs, uint64_t *bytes);
 bool status_volume_caught_up(const struct volume *v);
 /* Free the rate windows (hub_fini). */
 void status_fini(struct hub *h);

@@ -72,7 +72,7 @@ int sync_start(struct volume *v)
 		return -ENOMEM;
 	s->active = true;
 	s->tokens = (double)s->chunk;
-	s->refill_at = s->started_at = hub_now_ms();
+	s->refill_at = s->started_at = rf_now_ms();
 	return 0;
 }
 
@@ -82,7 +82,7 @@ int sync_start(struct volume *v)
  */
 static uint64_t window_chunks(const struct volume *v)
 {
-	const struct agent *a = v->owner;
+	const struct hub_agent *a = v->owner;
 	uint64_t ds = a->ring ? rf_ring_data_size(a->ring) : a->hub->cfg->ring_size;
 	uint64_t n = ds / WINDOW_SHARE / v->sync.chunk;
 
@@ -101,7 +101,7 @@ static void drop_inflight(struct vol_sync *s, unsigned i)
 	s->infl[i] = s->infl[--s->ninfl];
 }
 
-void sync_requeue_unsynced(struct agent *a)
+void sync_requeue_unsynced(struct hub_agent *a)
 {
 	struct hub *h = a->hub;
 
@@ -122,7 +122,7 @@ void sync_requeue_unsynced(struct agent *a)
 
 static void complete(struct volume *v)
 {
-	int64_t ms = hub_now_ms() - v->sync.started_at;
+	int64_t ms = rf_now_ms() - v->sync.started_at;
 
 	v->synced = true;
 	if (volume_save_state(v))
@@ -136,7 +136,7 @@ static void complete(struct volume *v)
 	volume_set_state(v, RF_VOL_PROTECTED, true);
 }
 
-void sync_on_durable(struct agent *a)
+void sync_on_durable(struct hub_agent *a)
 {
 	struct hub *h = a->hub;
 
@@ -172,7 +172,7 @@ void sync_on_durable(struct agent *a)
 }
 
 /* The volume and in-flight slot a request id belongs to. */
-static struct volume *find_request(struct agent *a, uint64_t req_id, unsigned *slot)
+static struct volume *find_request(struct hub_agent *a, uint64_t req_id, unsigned *slot)
 {
 	struct hub *h = a->hub;
 
@@ -194,7 +194,7 @@ static struct volume *find_request(struct agent *a, uint64_t req_id, unsigned *s
 /* The answer to a SYNC_READ; never refused (needs_hello: c->agent is set). */
 int sync_on_posted(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
 {
-	struct agent *a = c->agent;
+	struct hub_agent *a = c->agent;
 	const struct rf_ctl_sync_posted m = rq->m->sync_posted;
 	uint64_t req_id = rq->req_id;
 	struct volume *v;
@@ -262,7 +262,7 @@ int sync_on_posted(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_
 
 bool sync_on_error(struct ctl_conn *c, uint64_t req_id, const struct rf_ctl_error *e)
 {
-	struct agent *a = c->agent;
+	struct hub_agent *a = c->agent;
 	struct volume *v;
 	struct vol_sync *s;
 	uint64_t chunk, durable_at_send;
@@ -290,7 +290,7 @@ bool sync_on_error(struct ctl_conn *c, uint64_t req_id, const struct rf_ctl_erro
 		s->refused_upto = s->last_req;
 		s->refused_seq = a->durable_seq;
 		s->wait_durable = true;
-		s->retry_at = hub_now_ms() + s->backoff_ms;
+		s->retry_at = rf_now_ms() + s->backoff_ms;
 		/* Room was made since the read was sent: the agent may not have
 		 * known yet. One probe now; a second refusal waits. */
 		if (a->durable_seq > durable_at_send) {
@@ -303,7 +303,7 @@ bool sync_on_error(struct ctl_conn *c, uint64_t req_id, const struct rf_ctl_erro
 		         v->cfg->name, e->reason, s->backoff_ms);
 	} else {
 		s->errors++;
-		s->retry_at = hub_now_ms() + ERROR_RETRY_MS;
+		s->retry_at = rf_now_ms() + ERROR_RETRY_MS;
 		RF_WARN(SUBSYS,
 		        "volume %s: SYNC_READ at %" PRIu64 " failed on agent %s: %s (%s); "
 		        "retrying",

@@ -19,13 +19,13 @@
 int sync_start(struct volume *v);
 void sync_stop(struct volume *v);
 /* @a's data path attached or detached: chunks in flight or posted go back to PENDING. */
-void sync_requeue_unsynced(struct agent *a);
+void sync_requeue_unsynced(struct hub_agent *a);
 /* Send the SYNC_READs the windows and the pacing allow. */
 void sync_pump(struct hub *h, int64_t now);
 /* An ERROR answering one of our SYNC_READs? Then it was handled: true. */
 bool sync_on_error(struct ctl_conn *c, uint64_t req_id, const struct rf_ctl_error *e);
 /* @a's durable sequence moved: chunks posted below it are synced. */
-void sync_on_durable(struct agent *a);
+void sync_on_durable(struct hub_agent *a);
 /* Requests unanswered for HUB_SYNC_TIMEOUT_MS are asked again. */
 void sync_tick(struct hub *h, int64_t now);
 

@@ -29,7 +29,7 @@ struct volume *volume_find(struct hub *h, const char *name)
 	return NULL;
 }
 
-struct volume *volume_by_vol_id(struct agent *a, uint32_t vol_id, bool live)
+struct volume *volume_by_vol_id(struct hub_agent *a, uint32_t vol_id, bool live)
 {
 	struct hub *h = a->hub;
 
@@ -414,7 +414,7 @@ void volumes_fini(struct hub *h)
 /* May @v leave the configuration now? Not while anything refers to it. */
 static const char *volume_busy(const struct volume *v)
 {
-	const struct agent *a = v->owner;
+	const struct hub_agent *a = v->owner;
 	struct rf_ring_scan_result res;
 
 	if (v->test)

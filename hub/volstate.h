@@ -73,8 +73,8 @@ struct volume {
 	uint32_t vol_id;
 	bool synced;
 
-	struct agent *owner; /* agent of owner_id (maybe disconnected) */
-	bool reported;       /* reported in the owner's current session */
+	struct hub_agent *owner; /* agent of owner_id (maybe disconnected) */
+	bool reported;           /* reported in the owner's current session */
 	uint64_t reported_session;
 	bool touched; /* written in the current drain batch */
 
@@ -127,7 +127,7 @@ struct volumes_reload_stats {
 int volumes_reload(struct hub *h, struct hub_config *nc, struct volumes_reload_stats *st);
 struct volume *volume_find(struct hub *h, const char *name);
 /* @a's volume @vol_id; @live: reported in @a's current session (else owning it is enough). */
-struct volume *volume_by_vol_id(struct agent *a, uint32_t vol_id, bool live);
+struct volume *volume_by_vol_id(struct hub_agent *a, uint32_t vol_id, bool live);
 /* state_dir/volumes/NAME.state@suffix. 0 or -ENAMETOOLONG. */
 int volume_state_path(const struct volume *v, char *buf, size_t len, const char *suffix);
 int volume_save_state(struct volume *v);

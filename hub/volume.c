@@ -44,7 +44,7 @@ static void send_ok(struct ctl_conn *c, uint64_t req_id, struct volume *v, uint8
 int volume_report(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
 {
 	struct hub *h = c->hub;
-	struct agent *a = c->agent;
+	struct hub_agent *a = c->agent;
 	const struct rf_ctl_volume_report m = rq->m->volume_report;
 	uint64_t req_id = rq->req_id;
 	char reason[PATH_MAX + 256];
@@ -94,7 +94,7 @@ int volume_report(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_r
 		return ctl_fail(r, rc == -EINVAL ? EINVAL : EIO, "%s", reason);
 	if (v->owner && v->owner != a) {
 		/* Whatever the previous owner's ring still holds for it goes first. */
-		struct agent *old = v->owner;
+		struct hub_agent *old = v->owner;
 
 		while (drain_agent(old, DRAIN_OFFLINE) > 0)
 			;

@@ -31,6 +31,7 @@
 #include "repctl_pit.h"
 #include "repfabric/auth.h"
 #include "repfabric/ctl.h"
+#include "repfabric/sockio.h"
 
 #define EXIT_UNMET 1
 #define EXIT_HUB   2
@@ -89,14 +90,6 @@ static int cmd_genkey(int argc, char **argv)
 		printf("%02x", k[i]);
 	printf(" %s\n", role);
 	return 0;
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int dial(void)
@@ -440,7 +433,7 @@ static void not_synced_reason(const struct json *v, uint64_t count0, char *buf, 
 
 static int cmd_wait(const char *name, double timeout_s)
 {
-	int64_t start = now_ms(),
+	int64_t start = rf_now_ms(),
 	        deadline = timeout_s > 0 ? start + (int64_t)(timeout_s * 1000) : 0;
 	uint64_t count0 = 0;
 	bool have_base = false;
@@ -491,7 +484,7 @@ static int cmd_wait(const char *name, double timeout_s)
 		}
 		json_free(st);
 		free(text);
-		if (deadline && now_ms() >= deadline) {
+		if (deadline && rf_now_ms() >= deadline) {
 			fprintf(stderr, "repctl: %s not synced after %.0f s: %s\n", name, timeout_s,
 			        reason);
 			if (fd >= 0)

@@ -18,6 +18,9 @@ int64_t rf_now_ms(void);
 /* CLOCK_MONOTONIC in microseconds. */
 int64_t rf_now_us(void);
 
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t rf_now_ns(void);
+
 /* Wait until @fd is ready for @events (POLLIN/POLLOUT) or @deadline. */
 int rf_wait_fd(int fd, short events, int64_t deadline);
 

@@ -80,7 +80,7 @@ struct fixture {
 	struct hub_config cfg;
 	struct hub_vol_config vc;
 	struct hub h;
-	struct agent *a;
+	struct hub_agent *a;
 	struct volume *v;
 	struct rf_ring_producer *p;
 	uint8_t *buf;

@@ -27,7 +27,7 @@ struct fx {
 	struct hub h;
 	struct hub_config cfg;
 	struct hub_vol_config vc[2];
-	struct agent a, other;
+	struct hub_agent a, other;
 	struct ctl_conn *c, other_conn;
 	int peer; /* the client's end of the socketpair */
 	char dir[64];
