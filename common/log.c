@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The leveled logger: see include/repfabric/log.h. */
+#include <inttypes.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -104,4 +105,17 @@ void rf_log(enum rf_log_level level, const char *subsys, const char *fmt, ...)
 	va_start(ap, fmt);
 	rf_vlog(level, subsys, fmt, ap);
 	va_end(ap);
+}
+
+void rf_fmt_utc_ms(int64_t ms, char *buf, size_t len)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	if (strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm) == 0 || strlen(buf) + 6 > len) {
+		snprintf(buf, len, "%" PRId64 " ms", ms);
+		return;
+	}
+	snprintf(buf + strlen(buf), len - strlen(buf), ".%03dZ", (int)(ms % 1000));
 }

@@ -115,3 +115,15 @@ int image_apply(int fd, unsigned type, uint64_t off, uint32_t len, const void *p
 		return -EINVAL;
 	}
 }
+
+int image_fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd))
+		rc = -errno;
+	close(fd);
+	return rc;
+}

@@ -19,4 +19,8 @@ int image_pread_all(int fd, void *buf, size_t len, uint64_t off);
 /* Apply one record (type RF_RING_REC_*) to @fd. 0 or -errno (-EINVAL: type). */
 int image_apply(int fd, unsigned type, uint64_t off, uint32_t len, const void *payload);
 
+/* fsync a directory, so the entries created or removed in it are durable.
+ * 0 or -errno. */
+int image_fsync_dir(const char *dir);
+
 #endif /* REPHUB_IMAGE_IO_H */

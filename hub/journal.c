@@ -47,18 +47,6 @@ static uint64_t get_le(const uint8_t *p, unsigned n)
 	return v;
 }
 
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd))
-		rc = -errno;
-	close(fd);
-	return rc;
-}
-
 /* mkdir -p, making each directory it creates durable in its parent. */
 static int mkdir_p(const char *path)
 {
@@ -81,7 +69,7 @@ static int mkdir_p(const char *path)
 
 			/* The new directory's entry lives in its parent. */
 			*slash = '\0';
-			rc = fsync_dir(slash == buf ? "/" : buf);
+			rc = image_fsync_dir(slash == buf ? "/" : buf);
 			*slash = '/';
 			if (rc)
 				return rc;
@@ -164,7 +152,7 @@ static int save_applied(struct journal *j)
 	if (!rc && rename(tmp, path))
 		rc = -errno;
 	if (!rc)
-		rc = fsync_dir(j->dir);
+		rc = image_fsync_dir(j->dir);
 	if (rc) {
 		unlink(tmp);
 		RF_ERR(SUBSYS, "%s: cannot record the applied point: %s", j->dir, strerror(-rc));
@@ -551,7 +539,7 @@ int journal_sync(struct journal *j)
 		}
 	}
 	if (j->need_dirsync) {
-		rc = fsync_dir(j->dir);
+		rc = image_fsync_dir(j->dir);
 		if (rc)
 			return rc;
 		j->need_dirsync = false;
@@ -674,7 +662,7 @@ int journal_reset(struct journal *j)
 	j->applied_seq = j->last_seq = 0;
 	j->applied_time_ms = j->last_time_ms = 0;
 	j->head = j->n = 0;
-	return fsync_dir(j->dir);
+	return image_fsync_dir(j->dir);
 }
 
 int journal_drop_after(struct journal *j, uint64_t seq)
@@ -709,7 +697,7 @@ int journal_drop_after(struct journal *j, uint64_t seq)
 			return -errno;
 	}
 	j->n = keep;
-	rc = fsync_dir(j->dir);
+	rc = image_fsync_dir(j->dir);
 	if (rc)
 		return rc;
 	if (keep > j->head) {

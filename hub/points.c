@@ -84,19 +84,11 @@ void pit_tick(struct hub *h, int64_t now)
 
 void pit_fmt_time(int64_t ms, char *buf, size_t len)
 {
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-
 	if (ms <= 0) {
 		snprintf(buf, len, "before the journal");
 		return;
 	}
-	gmtime_r(&t, &tm);
-	if (strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm) == 0 || strlen(buf) + 6 > len) {
-		snprintf(buf, len, "%" PRId64 " ms", ms);
-		return;
-	}
-	snprintf(buf + strlen(buf), len - strlen(buf), ".%03dZ", (int)(ms % 1000));
+	rf_fmt_utc_ms(ms, buf, len);
 }
 
 /* The time of point @seq: its entry's, or the image's. */

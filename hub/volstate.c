@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "ctl_server.h"
+#include "image_io.h"
 #include "journal.h"
 #include "repfabric/log.h"
 #include "volstate.h"
@@ -55,18 +56,6 @@ int volume_state_path(const struct volume *v, char *buf, size_t len, const char 
 	return 0;
 }
 
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd))
-		rc = -errno;
-	close(fd);
-	return rc;
-}
-
 int volume_save_state(struct volume *v)
 {
 	char path[PATH_MAX], tmp[PATH_MAX];
@@ -97,7 +86,7 @@ int volume_save_state(struct volume *v)
 		rc = -errno;
 		goto out_unlink;
 	}
-	rc = fsync_dir(v->hub->volumes_dir);
+	rc = image_fsync_dir(v->hub->volumes_dir);
 	if (rc)
 		goto out_log;
 	v->has_state = true;
@@ -267,7 +256,7 @@ int volume_open_image(struct volume *v, uint64_t size, bool create, char *why, s
 			slash = strrchr(dir, '/');
 			if (slash && slash != dir) {
 				*slash = '\0';
-				fsync_dir(dir);
+				image_fsync_dir(dir);
 			}
 			RF_INFO(SUBSYS, "volume %s: created recovery image %s", v->cfg->name, path);
 		}

@@ -22,6 +22,7 @@
 #include "repctl_conn.h"
 #include "repctl_pit.h"
 #include "repfabric/ctl.h"
+#include "repfabric/log.h"
 
 #define EXIT_UNMET 1
 #define EXIT_HUB   2
@@ -36,19 +37,10 @@ bool repctl_pit_command(const char *cmd)
 
 static void fmt_time(int64_t ms, char *buf, size_t len)
 {
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-
-	if (ms <= 0) {
+	if (ms <= 0)
 		snprintf(buf, len, "(before the journal)");
-		return;
-	}
-	gmtime_r(&t, &tm);
-	if (strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm) == 0 || strlen(buf) + 6 > len) {
-		snprintf(buf, len, "%" PRId64 " ms", ms);
-		return;
-	}
-	snprintf(buf + strlen(buf), len - strlen(buf), ".%03dZ", (int)(ms % 1000));
+	else
+		rf_fmt_utc_ms(ms, buf, len);
 }
 
 /* Parse --at. 0 or -EINVAL. */

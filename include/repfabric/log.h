@@ -12,6 +12,8 @@
 #define REPFABRIC_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -62,6 +64,10 @@ void rf_vlog(enum rf_log_level level, const char *subsys, const char *fmt, va_li
 		if (RF_LOG_ENABLED(RF_LOG_DEBUG))                                                  \
 			rf_log(RF_LOG_DEBUG, subsys, __VA_ARGS__);                                 \
 	} while (0)
+
+/* @ms (CLOCK_REALTIME milliseconds) as "YYYY-MM-DDTHH:MM:SS.mmmZ" in @buf,
+ * or "N ms" when that does not fit: the one format for times in messages. */
+void rf_fmt_utc_ms(int64_t ms, char *buf, size_t len);
 
 #ifdef __cplusplus
 }
