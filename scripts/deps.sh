@@ -11,8 +11,9 @@ RF_DEBIAN_PACKAGES=(
 	libpmem-dev libcmocka-dev nbdkit nbdkit-plugin-dev libinih-dev libmicrohttpd-dev libssl-dev
 	# soft-RoCE VM harness (tests/rxe-vm)
 	qemu-system-x86 busybox-static kmod cpio xz-utils zstd iproute2
-	# emulated persistent memory in that VM (run.sh --nvdimm): devdax namespaces
-	ndctl
+	# emulated persistent memory in that VM (run.sh --nvdimm): devdax namespaces;
+	# a slow disk there (device-mapper's delay target)
+	ndctl dmsetup
 	# clients and tools used by functional tests
 	qemu-utils fio libnbd-bin perftest jq
 	# benchmarks (scripts/bench.sh): anchors, report, plots, profiles

@@ -34,10 +34,11 @@ PRINT=0
 # nothing would load the provider (there is no modprobe in the initramfs).
 # virtio_blk and ext4 serve run.sh --drive (a guest disk with a file system);
 # nfit, nd_pmem, dax_pmem and device_dax serve run.sh --nvdimm (emulated
-# persistent memory as a devdax device).
+# persistent memory as a devdax device); dm_mod and dm_delay a slow disk
+# (dmsetup's delay target) for tests that need the hub's apply to lag.
 GUEST_MODULES=(virtio_pci virtio_net 9pnet_virtio 9p overlay crc32_generic
 	rdma_rxe ib_uverbs rdma_ucm dummy virtio_blk crc32c_generic ext4
-	nfit nd_pmem dax_pmem device_dax)
+	nfit nd_pmem dax_pmem device_dax dm_mod dm_delay)
 
 log() { echo "[rxe-vm prepare] $*" >&2; }
 die() {
