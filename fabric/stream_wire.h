@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include "repfabric/fabric.h"
+
 #define RF_SW_MAGIC    0x42465246u /* "FRFB" on the wire: 46 52 46 42 */
 #define RF_SW_VERSION  1
 #define RF_SW_HDR_LEN  16
@@ -31,5 +33,15 @@ enum rf_sw_type {
 #define RF_SW_DOORBELL_LEN  8
 #define RF_SW_POSITION_LEN  32
 #define RF_SW_MAX_PATH      1024
+
+/* The codec (stream_wire.c). */
+void rf_sw_hdr_encode(uint8_t *h, enum rf_sw_type type, uint32_t len);
+/* Validate a frame header; returns 0 or -EPROTO with @why set. */
+int rf_sw_hdr_decode(const uint8_t *h, unsigned *type, uint32_t *len, const char **why);
+void rf_sw_position_encode(uint8_t *p, const struct rf_fab_position *pos);
+void rf_sw_position_decode(const uint8_t *p, struct rf_fab_position *pos);
+/* Send a header and @len bytes of @payload within @timeout_ms (rf_write_all). */
+int rf_sw_send_frame(int fd, enum rf_sw_type type, const void *payload, uint32_t len,
+                     int timeout_ms);
 
 #endif /* REPFABRIC_FABRIC_STREAM_WIRE_H */

@@ -4,10 +4,10 @@
  *
  * Two reasons: every entry returns 0 (or a count) or -errno, so the mixed
  * conventions of the verbs libraries (a positive errno, -1 + errno, NULL +
- * errno, a negative count) are converted in one place; and rdma.c calls
- * through the pointer rf_verbs, so a unit test can point it at stubs (the
- * data-path calls ibv_post_send/ibv_post_recv/ibv_poll_cq are inline in
- * verbs.h and could not be interposed at link time otherwise).
+ * errno, a negative count) are converted in one place; and the provider's
+ * rdma_*.c files call through the pointer rf_verbs, so a unit test can point
+ * it at stubs (the data-path calls ibv_post_send/ibv_post_recv/ibv_poll_cq
+ * are inline in verbs.h and could not be interposed at link time otherwise).
  *
  * Objects are returned through out-parameters; the destroy entries return
  * -errno too, but the provider only logs those.

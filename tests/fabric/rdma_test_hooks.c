@@ -3,13 +3,17 @@
  * TEST ONLY. The hooks of rdma_test.h, built into librffabric_testhooks
  * (tests/fabric/CMakeLists.txt) and never into the shipped librffabric.
  * They need the provider's private state (struct rdma_conn, its CQ and
- * staging area) and helpers, so this translation unit includes fabric/rdma.c
- * itself rather than exposing those internals in a header: the test library
- * is fabric/rdma.c plus the hooks below.
+ * staging area) and helpers, which fabric/rdma_internal.h declares for the
+ * provider's own files; the test library is librffabric plus the hooks below.
  */
-#include "../../fabric/rdma.c"
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "../../fabric/rdma_internal.h"
 #include "rdma_test.h"
+#include "repfabric/log.h"
 
 /*
  * rdma_test.h: a hostile producer for the isolation tests. Not used by the
@@ -72,13 +76,13 @@ int rf_rdma_test_write(struct rf_fab_conn *base, uint64_t addr, uint32_t rkey, c
 			return n;
 		for (int i = 0; i < n; i++) {
 			if (wc[i].wr_id != WR_TEST) {
-				conn_handle_wc(c, &wc[i]);
+				rf_rdma_conn_handle_wc(c, &wc[i]);
 				continue;
 			}
 			*wc_status = (int)wc[i].status;
 			if (wc[i].status != IBV_WC_SUCCESS)
-				conn_fail(
-				    c, wc_errno(wc[i].status),
+				rf_rdma_conn_fail(
+				    c, rf_rdma_wc_errno(wc[i].status),
 				    "the TEST ONLY raw write completed with %s (vendor error %#x)",
 				    ibv_wc_status_str(wc[i].status), wc[i].vendor_err);
 			return 0;

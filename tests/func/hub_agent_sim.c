@@ -63,7 +63,7 @@
 
 #include <infiniband/verbs.h>
 
-#include "rdma_test.h" /* TEST ONLY hooks of fabric/rdma.c (tests/fabric/) */
+#include "rdma_test.h" /* TEST ONLY hooks of the rdma:// provider (tests/fabric/) */
 #include "repfabric/ctl.h"
 #include "repfabric/fabric.h"
 #include "repfabric/ring.h"

@@ -3,7 +3,7 @@
 # (tests/rxe-vm): rephubd registers each agent's ring as its own memory
 # region, on a protection domain of that agent's connection only, with
 # LOCAL_WRITE|REMOTE_WRITE, and deregisters it when the agent detaches
-# (fabric/rdma.c, peer_setup / peer_die). Two simulated agents
+# (fabric/rdma_hub.c, peer_setup / peer_die). Two simulated agents
 # (rf-hub-agent-sim); agent vmB aims raw RDMA WRITEs (256 bytes of 0xe5,
 # through the TEST ONLY hook tests/fabric/rdma_test.h) at agent vmA's ring:
 #   0. control: vmB's raw write into its own ring with its own rkey succeeds

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The rdma:// provider (fabric/rdma.c) over stubbed verbs: rf_verbs points at
+ * The rdma:// provider (fabric/rdma*.c) over stubbed verbs: rf_verbs points at
  * a fake librdmacm/libibverbs (below) so the tests can inject what real
  * soft-RoCE cannot produce on demand: completions with error statuses, a
  * failing memory registration, malformed connect requests, CM events at a
@@ -60,7 +60,7 @@ struct posted_wr {
 };
 
 static struct {
-	struct ibv_context ctx; /* never dereferenced by rdma.c */
+	struct ibv_context ctx; /* never dereferenced by the provider */
 	struct fchan *last_chan;
 	struct ibv_cq *last_cq;
 	struct rdma_cm_id *last_id;
