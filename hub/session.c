@@ -8,7 +8,7 @@
  * one); during it the agent may attach its data path with the session's
  * token, as often as it needs to: each attach drains the ring and starts a
  * new producer session (rf_ring_begin_session), exactly as
- * tests/fabric/conformance.c hub_attach does.
+ * tests/fabric/conformance_hub.c hub_attach does.
  */
 #include <dirent.h>
 #include <errno.h>
