@@ -193,6 +193,14 @@ def build(parts):
         b["ratio"] = b["ours_durable_p50_us"] / b["anchor_rtt_us"]
     if fab and rows:
         b["transport_ratio"] = b["transport_durable_p50_us"] / b["anchor_rtt_us"]
+    # the same on persistent memory: durable once flushed in the ring (#14 goal <= 1.5x)
+    pm = rb("b-pmem")
+    if pm and pm.get("seq_map_exact"):
+        b["pmem_goal"] = "<= 1.5x"
+        b["pmem_durable_p50_us"] = pm["durable_latency_us"]["p50"]
+        b["pmem_durable_p99_us"] = pm["durable_latency_us"]["p99"]
+        if rows:
+            b["pmem_ratio"] = b["pmem_durable_p50_us"] / b["anchor_rtt_us"]
     cmp_["b"] = b
 
     # c: tcp vs iperf3 (rounds)
@@ -491,6 +499,12 @@ def markdown(doc, plots_rel, have_plots, profile_text, json_rel):
         fmt(b.get("ratio"), 2), b["goal"],
         b["verdict"] + (" (%s)" % nm(b) if b["verdict"] in ("NOT MEASURED", "FAILED") else ""),
         fmt(b.get("transport_durable_p50_us")), fmt(b.get("transport_ratio"), 2)))
+    if b.get("pmem_durable_p50_us") is not None:
+        w("| b (pmem) | the same, ring on an emulated NVDIMM (rule pmem): %s us (p99 %s us) | the same round trip: %s us | **%s** | %s | %s | |" % (
+            fmt(b.get("pmem_durable_p50_us")), fmt(b.get("pmem_durable_p99_us")),
+            fmt(b.get("anchor_rtt_us")), fmt(b.get("pmem_ratio"), 2), b["pmem_goal"],
+            ("PASS" if b["pmem_ratio"] <= 1.5 else "MISS") if b.get("pmem_ratio") is not None
+            else "NOT MEASURED"))
     cc = c["c"]
     w("| c | tcp 64 KiB, QD16, loopback: %s MB/s | iperf3 1 stream, `-l 65536`: %s MB/s | %s | %s | %s | %s MB/s, %s |" % (
         fmt(cc.get("ours_mb_per_s")), fmt(cc.get("anchor_mb_per_s")), rng(cc),

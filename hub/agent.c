@@ -152,7 +152,6 @@ int agent_ring_open(struct hub_agent *a, bool create)
 	choose_rule(a);
 	if (!create)
 		check_durable_mark(a);
-	a->acked_seq = a->durable_seq;
 	return 0;
 }
 
@@ -186,7 +185,6 @@ void agent_publish(struct hub_agent *a)
 	pos.head_seq = pos.durable_seq = a->durable_seq;
 	if (a->ring_pmem && a->ring)
 		rf_ring_durable(a->ring, &pos.durable_pos, &pos.durable_seq);
-	a->acked_seq = pos.durable_seq;
 	if (!a->peer)
 		return;
 	rf_fab_publish(a->peer, &pos); /* -ENOTCONN: a DETACHED event follows */

@@ -34,7 +34,6 @@ struct hub_agent {
 	bool landed_valid;
 
 	uint64_t durable_pos, durable_seq; /* applied, synced and head persisted */
-	uint64_t acked_seq; /* durable as published: the ring's mark (pmem) or durable_seq */
 	bool need_drain;
 	bool drain_stuck;     /* an apply failed: retry on the timer */
 	bool stop_invalid;    /* an invalid record at the head (no peer to fence) */

@@ -4,6 +4,7 @@
 #
 #   a  rdma 64 KiB (repbench, soft-RoCE VM)      vs ib_write_bw 64 KiB
 #   b  rdma durable-ack p50, 4 KiB, QD1          vs ib_write_lat 4 KiB (RTT)
+#      (twice: the ring in DRAM (rule apply) and on an emulated NVDIMM (rule pmem))
 #   c  tcp 64 KiB (repbench, loopback)           vs iperf3 single stream
 #   d  shm 64 KiB (repbench)                     vs single-thread memcpy
 #   e  fio nbd engine via nbdkit + repagent + hub vs plain `nbdkit file`
@@ -154,6 +155,7 @@ start_hub1() {
 		echo "state_dir = $d/state"
 		echo "ring_size = $ring"
 		echo "log_level = warn"
+		[ -z "${RING_DIR:-}" ] || echo "ring_dir = $RING_DIR"
 		for ((i = 0; i < na; i++)); do
 			for ((j = 0; j < nv; j++)); do
 				printf '\n[volume %s-a%d-v%d]\nrecovery = %s/state/%s-a%d-v%d.img\n' \
@@ -196,6 +198,21 @@ if [ -n "$GUEST" ]; then
 		stop "$HUB_PID"
 	}
 	run_rdma || echo "rdma hub failed" >>"$P/vm-errors.txt"
+	# b on persistent memory (run.sh --nvdimm): the ring on /dev/dax0.0, so a
+	# record is durable once flushed there (docs/DURABILITY.md, rule pmem).
+	run_pmem() {
+		[ -c /dev/dax0.0 ] || { echo "no /dev/dax0.0: b-pmem not measured" >>"$P/vm-errors.txt"; return 0; }
+		mkdir -p "$W/pmem-rings"
+		ln -sf /dev/dax0.0 "$W/pmem-rings/vmpm-a0.ring"
+		RING_DIR=$W/pmem-rings start_hub vmpm "rdma://$ADDR:$(free_port)" 1 1 16M || return 1
+		grep -q "uses rule pmem" "$W/vmpm-hub.log" 2>/dev/null ||
+			"$BIN/repctl" --hub "$HUB_CTL" status --json >"$P/b-pmem-status.json" 2>&1 || true
+		repbench vmpm "$P/b-pmem.json" --vol-size 32M --record-size 4k --qd 1 \
+			--seconds "$VM_SECS" --sync-timeout 90 || echo "repbench 4k qd1 pmem failed" >>"$P/vm-errors.txt"
+		"$BIN/repctl" --hub "$HUB_CTL" status --json >"$P/b-pmem-status.json" 2>&1 || true
+		stop "$HUB_PID"
+	}
+	run_pmem || echo "pmem hub failed" >>"$P/vm-errors.txt"
 	cp "$W"/vm-*.log "$P"/ 2>/dev/null || true
 	# the transport alone (no agent, no hub volume work)
 	timeout 120 "$BIN/rf-fabric-bench" --url "rdma://$ADDR:$(free_port)" --dir "$W" \
@@ -432,6 +449,7 @@ if want a || want b; then
 		vmout=$(mktemp -d "${TMPDIR:-/tmp}/rf-bench-vm.XXXX")
 		vrc=0
 		RF_BUILD_DIR=$BUILD "$SRC/tests/rxe-vm/run.sh" --timeout 600 --mem 2048 --share "$vmout" \
+			--nvdimm "$W/nvdimm.img" \
 			-- bash "$SRC/scripts/bench.sh" --build "$BUILD" \
 			$([ "$SHORT" = 1 ] && echo --short) --guest "$vmout" >"$W/vm.log" 2>&1 || vrc=$?
 		echo "{\"exit\": $vrc}" >"$P/vm-exit.json"
