@@ -93,10 +93,15 @@ void rfa_progress(struct rf_agent *a, bool force)
 	m.queued = a->q_count;
 	m.congestions = a->congestions;
 	for (unsigned i = 0; i < n; i++) {
-		if (!a->vols[i]->ok)
+		const struct rf_agent_vol *v = a->vols[i];
+
+		if (!v->ok)
 			continue;
-		m.vols[m.nvols].vol_id = a->vols[i]->vol_id;
-		m.vols[m.nvols++].resent_bytes = a->vols[i]->resent_bytes;
+		m.vols[m.nvols].vol_id = v->vol_id;
+		m.vols[m.nvols].resent_bytes = v->resent_bytes;
+		m.vols[m.nvols].ack = (uint8_t)v->ack;
+		m.vols[m.nvols].ack_flags = v->ack_fallback ? RF_PROGRESS_VOL_FALLBACK : 0;
+		m.vols[m.nvols++].ack_fallbacks = (uint32_t)v->ack_fallbacks;
 	}
 	pthread_mutex_unlock(&a->lock);
 	for (unsigned i = 0; i < m.nvols; i++) {
@@ -111,7 +116,7 @@ void rfa_progress(struct rf_agent *a, bool force)
 	if (m.nvols)
 		congestion_track(a, resend_total, now);
 	pthread_mutex_lock(&a->lock);
-	m.flags = a->congested ? RF_PROGRESS_CONGESTED : 0;
+	m.flags = (a->congested ? RF_PROGRESS_CONGESTED : 0) | RF_PROGRESS_ACK;
 	pthread_mutex_unlock(&a->lock);
 	changed = !c->progress_sent || m.next_seq != c->last_progress.next_seq ||
 	          m.queued != c->last_progress.queued || m.nvols != c->last_progress.nvols ||
@@ -121,7 +126,7 @@ void rfa_progress(struct rf_agent *a, bool force)
 	c->progress_changed = changed;
 	if (!force && !(changed && since >= PROGRESS_MIN_MS) && since < PROGRESS_MAX_MS)
 		return;
-	cap = 14 + (size_t)m.nvols * 12 + 13 + (size_t)m.nvols * 16;
+	cap = 14 + (size_t)m.nvols * 12 + 13 + (size_t)m.nvols * 16 + (size_t)m.nvols * 6;
 	buf = malloc(cap);
 	if (!buf)
 		return;

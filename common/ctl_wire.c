@@ -378,7 +378,7 @@ int rf_ctl_enc_progress(uint8_t *buf, size_t cap, const struct rf_ctl_progress *
 	}
 	if (m->instance == 0)
 		return w_done(&w); /* the short form */
-	if (m->flags & ~RF_PROGRESS_CONGESTED)
+	if (m->flags & ~(RF_PROGRESS_CONGESTED | RF_PROGRESS_ACK))
 		return -EINVAL;
 	w_le(&w, m->instance, 8);
 	w_le(&w, m->congestions, 4);
@@ -386,6 +386,16 @@ int rf_ctl_enc_progress(uint8_t *buf, size_t cap, const struct rf_ctl_progress *
 	for (unsigned i = 0; i < m->nvols; i++) {
 		w_le(&w, m->vols[i].resend_bytes, 8);
 		w_le(&w, m->vols[i].resent_bytes, 8);
+	}
+	if (!(m->flags & RF_PROGRESS_ACK))
+		return w_done(&w);
+	for (unsigned i = 0; i < m->nvols; i++) {
+		if ((m->vols[i].ack != 0 && m->vols[i].ack != 2) ||
+		    (m->vols[i].ack_flags & ~RF_PROGRESS_VOL_FALLBACK))
+			return -EINVAL;
+		w_le(&w, m->vols[i].ack, 1);
+		w_le(&w, m->vols[i].ack_flags, 1);
+		w_le(&w, m->vols[i].ack_fallbacks, 4);
 	}
 	return w_done(&w);
 }
@@ -403,6 +413,8 @@ int rf_ctl_dec_progress(const uint8_t *p, size_t len, struct rf_ctl_progress *m,
 		m->vols[i].vol_id = (uint32_t)r_le(&r, 4);
 		m->vols[i].dirty_bytes = r_le(&r, 8);
 		m->vols[i].resend_bytes = m->vols[i].resent_bytes = 0;
+		m->vols[i].ack = m->vols[i].ack_flags = 0;
+		m->vols[i].ack_fallbacks = 0;
 	}
 	m->instance = 0;
 	m->congestions = 0;
@@ -415,11 +427,21 @@ int rf_ctl_dec_progress(const uint8_t *p, size_t len, struct rf_ctl_progress *m,
 	m->flags = (uint8_t)r_le(&r, 1);
 	if (!r.why && m->instance == 0)
 		r.why = "progress instance is 0";
-	else if (!r.why && (m->flags & ~RF_PROGRESS_CONGESTED))
+	else if (!r.why && (m->flags & ~(RF_PROGRESS_CONGESTED | RF_PROGRESS_ACK)))
 		r.why = "unknown progress flags";
 	for (unsigned i = 0; !r.why && i < m->nvols; i++) {
 		m->vols[i].resend_bytes = r_le(&r, 8);
 		m->vols[i].resent_bytes = r_le(&r, 8);
+	}
+	/* The ack tail, announced by its flag. */
+	for (unsigned i = 0; !r.why && (m->flags & RF_PROGRESS_ACK) && i < m->nvols; i++) {
+		m->vols[i].ack = (uint8_t)r_le(&r, 1);
+		m->vols[i].ack_flags = (uint8_t)r_le(&r, 1);
+		m->vols[i].ack_fallbacks = (uint32_t)r_le(&r, 4);
+		if (!r.why && m->vols[i].ack != 0 && m->vols[i].ack != 2)
+			r.why = "unknown acknowledgement level";
+		else if (!r.why && (m->vols[i].ack_flags & ~RF_PROGRESS_VOL_FALLBACK))
+			r.why = "unknown acknowledgement flags";
 	}
 	return r_done(&r, why);
 }

@@ -75,6 +75,8 @@ static struct mval v_synced(const struct volume *v, const struct vol_calc *c) { 
 static struct mval v_connected(const struct volume *v, const struct vol_calc *c) { return U(agent_live(v->owner)); }
 static struct mval v_caught_up(const struct volume *v, const struct vol_calc *c) { return U(status_volume_caught_up(v)); }
 static struct mval v_durable_seq(const struct volume *v, const struct vol_calc *c) { return U(v->owner ? v->owner->durable_seq : 0); }
+static struct mval v_ack_fallback(const struct volume *v, const struct vol_calc *c) { return U(v->ack_fallback); }
+static struct mval v_ack_fallbacks(const struct volume *v, const struct vol_calc *c) { return U(v->ack_fallbacks); }
 static struct mval v_lag_recs(const struct volume *v, const struct vol_calc *c) { return U(c->lag_recs); }
 static struct mval v_lag_bytes(const struct volume *v, const struct vol_calc *c) { return U(c->lag_bytes); }
 static struct mval v_fill(const struct volume *v, const struct vol_calc *c) { return D(c->fill); }
@@ -122,6 +124,11 @@ static const struct vol_metric vol_metrics[] = {
      "1 when protected, connected, and nothing is queued, dirty or not yet durable.", v_caught_up},
     {"rephub_volume_durable_seq", "gauge", "The owning agent's newest durable record sequence.",
      v_durable_seq},
+    {"rephub_volume_ack_fallback", "gauge",
+     "1 while the volume's acknowledgement level has fallen back to async.", v_ack_fallback},
+    {"rephub_volume_ack_fallbacks_total", "counter",
+     "Times the volume's acknowledgement level fell back to async (the agent's current run).",
+     v_ack_fallbacks},
     {"rephub_volume_lag_records", "gauge", "Records landed in the ring but not durable yet.",
      v_lag_recs},
     {"rephub_volume_lag_bytes", "gauge", "Ring bytes landed but not durable yet.", v_lag_bytes},

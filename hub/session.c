@@ -268,6 +268,26 @@ int session_hello(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_r
 }
 
 /* A notification: nothing is answered (needs_hello: c->agent is set). */
+/* The volume's acknowledgement level and fallback, from PROGRESS's ack
+ * tail; a change of the fallback is logged here too (the agent logs why). */
+static void note_ack(struct volume *v, const struct rf_ctl_progress *m, unsigned i)
+{
+	bool fb;
+
+	if (!(m->flags & RF_PROGRESS_ACK))
+		return;
+	fb = m->vols[i].ack_flags & RF_PROGRESS_VOL_FALLBACK;
+	if (v->ack_known && fb != v->ack_fallback)
+		RF_INFO(SUBSYS, "volume %s: %s", v->cfg->name,
+		        fb ? "acknowledgements fell back to async (the agent could not wait for "
+		             "the hub)"
+		           : "durable acknowledgements again");
+	v->ack_known = true;
+	v->ack = m->vols[i].ack;
+	v->ack_fallback = fb;
+	v->ack_fallbacks = m->vols[i].ack_fallbacks;
+}
+
 int session_progress(struct ctl_conn *c, const struct ctl_request *rq, struct ctl_reply *r)
 {
 	const struct rf_ctl_progress *m = &rq->m->progress;
@@ -282,9 +302,10 @@ int session_progress(struct ctl_conn *c, const struct ctl_request *rq, struct ct
 	for (unsigned i = 0; i < m->nvols; i++) {
 		struct volume *v = volume_by_vol_id(a, m->vols[i].vol_id, true);
 
-		if (v)
+		if (v) {
 			v->dirty_bytes = m->vols[i].dirty_bytes;
-		else
+			note_ack(v, m, i);
+		} else
 			RF_DEBUG(SUBSYS,
 			         "agent %s: PROGRESS names vol_id %u, which it did not report",
 			         a->id, m->vols[i].vol_id);

@@ -417,6 +417,9 @@ static void volume_json(struct sb *b, const struct volume *v, int64_t now)
 	sb_key_u64(b, "lag_bytes", lag_bytes);
 	sb_key_lag_ms(b, a, lag_recs);
 	sb_key_u64(b, "dirty_bytes", v->dirty_bytes);
+	sb_key_str(b, "ack", v->ack_known ? (v->ack == 2 ? "durable" : "async") : NULL, true);
+	sb_key_bool(b, "ack_fallback", v->ack_fallback);
+	sb_key_u64(b, "ack_fallbacks", v->ack_fallbacks);
 	resync_json(b, v, now);
 	rate_json(b, v, now);
 	sb_printf(b, "\"ring_fill\":%.6f,", fill);

@@ -82,6 +82,10 @@ struct volume {
 
 	/* from PROGRESS */
 	uint64_t dirty_bytes;
+	bool ack_known;         /* the agent reported its acknowledgement level */
+	uint8_t ack;            /* 0 async, 2 durable (docs/DURABILITY.md) */
+	bool ack_fallback;      /* a sync level fell back to async, not caught up yet */
+	uint32_t ack_fallbacks; /* times it fell back, in the agent's current run */
 	uint64_t progress_count;
 	int64_t progress_at;
 

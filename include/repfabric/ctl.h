@@ -148,7 +148,9 @@ struct rf_ctl_sync_posted {
 
 /* PROGRESS flags (the resync tail). CONGESTED: the agent's queue overflowed,
  * and writes it tracked in the bitmap only are not all resent yet. */
-#define RF_PROGRESS_CONGESTED 0x01u
+#define RF_PROGRESS_CONGESTED    0x01u
+#define RF_PROGRESS_ACK          0x02u /* the ack tail follows the resync tail */
+#define RF_PROGRESS_VOL_FALLBACK 0x01u /* per volume: a sync ack level fell back to async */
 
 struct rf_ctl_progress {
 	uint64_t next_seq; /* the sequence the agent's next record will carry */
@@ -167,6 +169,10 @@ struct rf_ctl_progress {
 		uint64_t dirty_bytes;  /* pending: not yet durable at the hub, or to be resent */
 		uint64_t resend_bytes; /* tail: of those, only in the bitmap: to be read back */
 		uint64_t resent_bytes; /* tail: read back and posted again since the start */
+		/* ack tail (RF_PROGRESS_ACK; docs/DURABILITY.md) */
+		uint8_t ack;            /* the volume's level: 0 async, 2 durable */
+		uint8_t ack_flags;      /* RF_PROGRESS_VOL_FALLBACK; other bits 0 */
+		uint32_t ack_fallbacks; /* times it fell back since the agent started */
 	} vols[RF_CTL_MAX_PROGRESS_VOLS];
 };
 

@@ -90,6 +90,8 @@ start_nbdkit
 synced "initial sync"
 [ "$(rf_agent_field "$(rf_status_get '.agents[0].id')" durability)" = "$rule" ] ||
 	rf_fail "the ring does not use rule $rule: $(rf_status_get '.agents[0] | .durability, .durability_why')"
+rf_wait_for 10 "the hub to show the volume's acknowledgement level" \
+	rf_status_true '.volumes[0].ack == "'"$level"'" and .volumes[0].ack_fallback == false'
 mapfile -d '' cmds < <(slot_writes 0 1000)
 rf_spawn writer stdbuf -oL qemu-io -f raw "${cmds[@]}" "$uri"
 writer_pid=$RF_LAST_PID
@@ -140,11 +142,13 @@ kill -STOP "$hub_pid"
 mapfile -d '' cmds < <(slot_writes 0 40)
 # Each write waits at most the 1 s timeout; after the first fallback none waits.
 qemu-io -f raw "${cmds[@]}" "$uri" >"$RF_TMP/qemu-io.log" || rf_fail "guest writes failed"
-grep -q "falling back from durable to async" "$RF_TMP/nbdkit$nnbd.log" ||
-	rf_fail "the volume did not fall back while the hub was stopped"
 kill -CONT "$hub_pid"
+rf_wait_for 30 "the hub to count the volume's fallback to async" \
+	rf_status_true '.volumes[0].ack_fallbacks >= 1'
 rf_wait_for 60 "the volume to return to durable acknowledgements" \
-	grep -q "caught up: durable acknowledgements again" "$RF_TMP/nbdkit$nnbd.log"
+	rf_status_true '.volumes[0].ack == "durable" and .volumes[0].ack_fallback == false'
+grep -q "falling back from durable to async" "$RF_TMP/nbdkit$nnbd.log" ||
+	rf_fail "the agent did not log why it fell back"
 mapfile -d '' cmds < <(slot_writes 100 140)
 qemu-io -f raw "${cmds[@]}" "$uri" >"$RF_TMP/qemu-io.log" || rf_fail "guest writes failed"
 synced "after SIGCONT"

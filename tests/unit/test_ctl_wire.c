@@ -221,7 +221,51 @@ static void test_progress_tail(void **state)
 	assert_int_equal(rf_ctl_dec_progress(buf, (size_t)n, &out, &why), -EBADMSG);
 	assert_non_null(strstr(why, "flags"));
 	/* ... and the encoder will not write unknown flags either. */
-	pg.flags = 0x02;
+	pg.flags = 0x04;
+	assert_int_equal(rf_ctl_enc_progress(buf, sizeof(buf), &pg), -EINVAL);
+}
+
+/* The ack tail (RF_PROGRESS_ACK): each volume's level, fallback and count. */
+static void test_progress_ack_tail(void **state)
+{
+	static struct rf_ctl_progress pg, out;
+	uint8_t buf[8192];
+	const char *why;
+	int n, resync_len;
+
+	(void)state;
+	memset(&pg, 0, sizeof(pg));
+	pg.nvols = 2;
+	pg.vols[0].vol_id = 1;
+	pg.vols[1].vol_id = 2;
+	pg.instance = 7;
+	resync_len = rf_ctl_enc_progress(buf, sizeof(buf), &pg);
+	pg.flags = RF_PROGRESS_ACK;
+	pg.vols[0].ack = 2;
+	pg.vols[0].ack_flags = RF_PROGRESS_VOL_FALLBACK;
+	pg.vols[0].ack_fallbacks = 70000;
+	n = rf_ctl_enc_progress(buf, sizeof(buf), &pg);
+	assert_int_equal(n, resync_len + 2 * 6);
+	assert_int_equal(rf_ctl_dec_progress(buf, (size_t)n, &out, &why), 0);
+	assert_int_equal(out.vols[0].ack, 2);
+	assert_int_equal(out.vols[0].ack_flags, RF_PROGRESS_VOL_FALLBACK);
+	assert_int_equal(out.vols[0].ack_fallbacks, 70000);
+	assert_int_equal(out.vols[1].ack, 0);
+	assert_int_equal(out.vols[1].ack_flags, 0);
+	/* Every cut inside it and a byte too many are refused. */
+	for (int cut = resync_len; cut < n; cut++)
+		assert_int_equal(rf_ctl_dec_progress(buf, (size_t)cut, &out, &why), -EBADMSG);
+	buf[n] = 0;
+	assert_int_equal(rf_ctl_dec_progress(buf, (size_t)n + 1, &out, &why), -EBADMSG);
+	/* An unknown level or flag is refused, decoding and encoding. */
+	buf[resync_len] = 1;
+	assert_int_equal(rf_ctl_dec_progress(buf, (size_t)n, &out, &why), -EBADMSG);
+	assert_non_null(strstr(why, "acknowledgement level"));
+	n = rf_ctl_enc_progress(buf, sizeof(buf), &pg);
+	buf[resync_len + 1] = 0x80;
+	assert_int_equal(rf_ctl_dec_progress(buf, (size_t)n, &out, &why), -EBADMSG);
+	assert_non_null(strstr(why, "acknowledgement flags"));
+	pg.vols[1].ack = 3;
 	assert_int_equal(rf_ctl_enc_progress(buf, sizeof(buf), &pg), -EINVAL);
 }
 
@@ -386,6 +430,7 @@ int main(void)
 	    cmocka_unit_test(test_sync_and_progress),
 	    cmocka_unit_test(test_volume_ok_resync_rate),
 	    cmocka_unit_test(test_progress_tail),
+	    cmocka_unit_test(test_progress_ack_tail),
 	    cmocka_unit_test(test_encoders_respect_capacity),
 	    cmocka_unit_test(test_random_garbage),
 	    cmocka_unit_test(test_io_and_admin),
