@@ -409,6 +409,13 @@ void rfa_durable_upto(struct rf_agent *a, uint64_t seq);
  * (never lowers it) and, when it moved, wake rf_agent_wait_durable(). Takes
  * agent.lock; call with no lock held. Loop thread only. */
 void rfa_durable_advance(struct rf_agent *a, uint64_t seq, uint64_t ticket);
+/*
+ * End a link epoch (docs/DURABILITY.md): queued writes whose tickets are not
+ * durable now can never be acknowledged at their level (their records were
+ * dropped and become resends); their waiters fall back. Any thread; takes
+ * agent.lock.
+ */
+void rfa_ack_epoch_end(struct rf_agent *a);
 /* A volume in acknowledgement fallback that caught up returns to its level. */
 void rfa_ack_check_caught_up(struct rf_agent_vol *v, uint64_t resend_bytes);
 /* durable_seq or running changed (under agent.lock, now released): wake

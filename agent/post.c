@@ -251,6 +251,9 @@ int rfa_post_queue(struct rf_agent *a, uint64_t until)
 			       r->vol->name, r->off, r->len, strerror(-rc));
 			rfa_chunks_release(r->vol, r->off / RF_AGENT_CHUNK_SIZE,
 			                   (r->off + r->len - 1) / RF_AGENT_CHUNK_SIZE, true);
+			/* Its ticket will never be durable: a later one must not
+			 * acknowledge it. */
+			rfa_ack_epoch_end(a);
 		}
 		pthread_mutex_lock(&a->lock);
 		a->qhead = r->next;
@@ -459,13 +462,8 @@ void rfa_posts_to_resend(struct rf_agent *a)
 {
 	struct rfa_conn *c = &a->c;
 
-	/* The end of a link epoch: what is not durable now never will be as
-	 * the ticket it was queued under (docs/DURABILITY.md). */
-	pthread_mutex_lock(&a->lock);
-	a->epoch_confirmed = a->durable_ticket;
-	a->link_epoch++;
-	pthread_mutex_unlock(&a->lock);
-	rfa_durable_wake(a);
+	/* What is not durable now never will be as the ticket it was queued under. */
+	rfa_ack_epoch_end(a);
 	while (c->phead) {
 		struct rfa_post *p = c->phead;
 

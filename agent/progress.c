@@ -285,6 +285,15 @@ void rfa_ack_check_caught_up(struct rf_agent_vol *v, uint64_t resend_bytes)
 		RF_INFO("agent", "volume %s: caught up: durable acknowledgements again", v->name);
 }
 
+void rfa_ack_epoch_end(struct rf_agent *a)
+{
+	pthread_mutex_lock(&a->lock);
+	a->epoch_confirmed = a->durable_ticket;
+	a->link_epoch++;
+	pthread_mutex_unlock(&a->lock);
+	rfa_durable_wake(a);
+}
+
 /* Every ticket of @t's epoch up to @t->id is durable? (under agent.lock) */
 static int ticket_state(const struct rf_agent *a, const struct rf_agent_ticket *t)
 {

@@ -256,10 +256,7 @@ static void test_link_break(void **state)
 	t2 = write4k(v, 4096);
 	rfa_durable_advance(a, 3, t1.id);
 	/* rfa_posts_to_resend()'s epoch step, without its loop-private part. */
-	pthread_mutex_lock(&a->lock);
-	a->epoch_confirmed = a->durable_ticket;
-	a->link_epoch++;
-	pthread_mutex_unlock(&a->lock);
+	rfa_ack_epoch_end(a);
 	t3 = write4k(v, 8192);
 	assert_int_equal(t3.epoch, t1.epoch + 1);
 	rfa_durable_advance(a, 9, t3.id); /* t3 > t2: must not acknowledge t2 */
