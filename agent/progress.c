@@ -310,6 +310,7 @@ int rf_agent_write_ack(struct rf_agent_vol *v, const struct rf_agent_ticket *t)
 	struct timespec dl;
 	int64_t spin_until;
 	int rc, wrc = 0, timeout_ms, poll_us;
+	bool running;
 
 	pthread_mutex_lock(&a->lock);
 	if (v->ack == RF_AGENT_ACK_ASYNC || v->ack_fallback || !t->must_ack) {
@@ -335,11 +336,12 @@ int rf_agent_write_ack(struct rf_agent_vol *v, const struct rf_agent_ticket *t)
 		wrc = pthread_cond_timedwait(&a->durable_cv, &a->lock, &dl);
 	if (rc == 0)
 		v->ack_waits++;
+	running = a->running;
 	pthread_mutex_unlock(&a->lock);
 	if (rc == 0)
 		return 0;
 	if (rc == -EAGAIN) {
-		rc = a->running ? -ETIMEDOUT : -ESHUTDOWN;
+		rc = running ? -ETIMEDOUT : -ESHUTDOWN;
 		ack_fall_back(v, rc == -ETIMEDOUT ? "the hub did not make a write durable in time"
 		                                  : "the agent is stopping");
 	} else {

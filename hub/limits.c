@@ -86,7 +86,8 @@ void hub_apply_limits(struct hub *h)
 		b->reserve += vol_fds(&h->cfg->vols[i]);
 	avail = b->limit > b->reserve ? b->limit - b->reserve : 0;
 	b->max_conns = clamp_u(avail / 2, HUB_MIN_CONNS, HUB_MAX_CONNS);
-	b->max_pending = clamp_u(avail / 8, 2, (unsigned)h->cfg->max_pending);
+	b->max_pending =
+	    clamp_u(avail / 8, h->cfg->max_pending < 2 ? 1 : 2, (unsigned)h->cfg->max_pending);
 	b->handshake_ms = (unsigned)h->cfg->handshake_timeout_ms;
 	if (avail < 4 * HUB_MIN_CONNS)
 		RF_WARN(
