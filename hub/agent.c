@@ -130,10 +130,11 @@ int agent_ring_open(struct hub_agent *a, bool create)
 		rc = access(a->ring_path, F_OK) == 0 ? rf_ring_open(&a->ring, a->ring_path)
 		                                     : -ENOENT;
 		if (rc == -ENODATA) {
-			/* A device DAX (ring_dir/AGENT.ring -> /dev/daxX.Y) with no ring yet. */
+			/* A device DAX (ring_dir/AGENT.ring -> /dev/daxX.Y) with no ring
+			 * yet: like a missing file, the caller makes a new ring. */
 			RF_INFO(SUBSYS, "agent %s: %s holds no ring yet: formatting it", a->id,
 			        a->ring_path);
-			return agent_ring_open(a, true);
+			return -ENOENT;
 		}
 		if (!rc) {
 			RF_INFO(SUBSYS, "agent %s: opened ring %s (%" PRIu64 " bytes of data)",

@@ -67,7 +67,8 @@ void agent_set_error(struct hub_agent *a, const char *fmt, ...)
 /*
  * Map @a's ring file, or with @create make a new one (ring_size bytes);
  * then the durable position is the ring's head. 0 (also when it is mapped
- * already), -ENOENT without @create when there is no file, or -errno. Use
+ * already), -ENOENT without @create when there is no file (or a device DAX
+ * that holds no ring yet), or -errno. Use
  * agent_ring_failed() on an error: nothing is marked or logged here.
  * (session.c's agent_open_ring() resets the journals before a create.)
  */
