@@ -758,10 +758,15 @@ struct rf_agent_ticket rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, 
 int rf_agent_vol_set_ack(struct rf_agent_vol *v, enum rf_agent_ack level, int timeout_ms,
                          int poll_us)
 {
-	if ((level != RF_AGENT_ACK_ASYNC && level != RF_AGENT_ACK_DURABLE) || timeout_ms <= 0 ||
-	    poll_us < 0)
+	if ((level != RF_AGENT_ACK_ASYNC && level != RF_AGENT_ACK_LANDED &&
+	     level != RF_AGENT_ACK_DURABLE) ||
+	    timeout_ms <= 0 || poll_us < 0)
 		return -EINVAL;
 	pthread_mutex_lock(&v->agent->lock);
+	if (v->ack != level && v->ack == RF_AGENT_ACK_LANDED)
+		atomic_fetch_sub(&v->agent->landed_vols, 1);
+	else if (v->ack != level && level == RF_AGENT_ACK_LANDED)
+		atomic_fetch_add(&v->agent->landed_vols, 1);
 	v->ack = level;
 	v->ack_timeout_ms = timeout_ms;
 	v->ack_poll_us = poll_us;

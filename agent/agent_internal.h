@@ -218,6 +218,7 @@ struct rfa_conn {
 	unsigned resend_rr;             /* volume the resend starts with */
 	bool reap;                      /* posts since the last rf_fab_poll */
 	struct rfa_post *phead, *ptail; /* posted pieces, sequence order */
+	struct rfa_post *pland;         /* the first of them not known landed, or NULL */
 	uint64_t durable_seq;
 
 	int64_t reconnect_at_ms; /* when disconnected: next attempt */
@@ -250,16 +251,19 @@ struct rf_agent {
 	enum rfa_link_state link;
 	bool running; /* the loop thread runs: set by start, cleared at the loop's end */
 	uint64_t next_seq, durable_seq;
-	pthread_cond_t durable_cv; /* with lock: durable_seq, durable_ticket, link_epoch or running
-	                              changed (CLOCK_MONOTONIC) */
+	pthread_cond_t durable_cv; /* with lock: durable_seq, durable/landed_ticket, link_epoch or
+	                              running changed (CLOCK_MONOTONIC) */
 	/* Acknowledgement tickets: queued writes are numbered (q_pushed) and
 	 * posted in that order, so "every ticket up to T is durable" is one
 	 * number. A teardown drops what was not durable (it becomes a resend):
 	 * the epoch moves on, and tickets of the old epoch above what was
 	 * durable then can never be acknowledged. */
-	uint64_t durable_ticket;  /* every ticket up to it is durable (this epoch) */
-	uint64_t link_epoch;      /* teardowns so far */
-	uint64_t epoch_confirmed; /* durable_ticket when the previous epoch ended */
+	uint64_t durable_ticket; /* every ticket up to it is durable (this epoch) */
+	uint64_t landed_ticket;  /* every ticket up to it has landed (this epoch) */
+	uint64_t epoch_landed;   /* max(landed, durable)_ticket when the previous epoch ended */
+	_Atomic unsigned landed_vols; /* volumes at level landed: ask the fabric for LANDED */
+	uint64_t link_epoch;          /* teardowns so far */
+	uint64_t epoch_confirmed;     /* durable_ticket when the previous epoch ended */
 	uint64_t reconnects, records, record_bytes, sync_reads, resent_bytes, overflow_writes;
 	unsigned attaches;
 	uint64_t instance;         /* random at rf_agent_new, never 0: PROGRESS tells restarts */
@@ -408,6 +412,8 @@ void rfa_durable_upto(struct rf_agent *a, uint64_t seq);
 /* Every record before @seq is durable at the hub: raise durable_seq to @seq
  * (never lowers it) and, when it moved, wake rf_agent_wait_durable(). Takes
  * agent.lock; call with no lock held. Loop thread only. */
+/* Every record up to @seq (inclusive) is in the hub's ring memory (LANDED). */
+void rfa_landed_upto(struct rf_agent *a, uint64_t seq);
 void rfa_durable_advance(struct rf_agent *a, uint64_t seq, uint64_t ticket);
 /*
  * End a link epoch (docs/DURABILITY.md): queued writes whose tickets are not

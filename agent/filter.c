@@ -153,12 +153,9 @@ static int repagent_config(nbdkit_next_config *next, nbdkit_backend *nxdata, con
 		} else if (strcmp(value, "durable") == 0) {
 			cfg_ack = RF_AGENT_ACK_DURABLE;
 		} else if (strcmp(value, "landed") == 0) {
-			nbdkit_error(
-			    "repagent-ack=landed is not available yet: use async or durable "
-			    "(docs/DURABILITY.md)");
-			return -1;
+			cfg_ack = RF_AGENT_ACK_LANDED;
 		} else {
-			nbdkit_error("repagent-ack '%s': async or durable", value);
+			nbdkit_error("repagent-ack '%s': async, landed or durable", value);
 			return -1;
 		}
 	} else if (strcmp(key, "repagent-ack-timeout") == 0) {
@@ -259,11 +256,12 @@ static int repagent_config_complete(nbdkit_next_config_complete *next, nbdkit_ba
 	"                           to the hub (its psk_file) in both directions\n"                \
 	"repagent-queue-limit=SIZE  write data queued for the hub before writes are only\n"        \
 	"                           tracked in the bitmap (default 64M)\n"                         \
-	"repagent-ack=LEVEL         async (default: never wait for the hub) or durable (a\n"       \
-	"                           write completes once the hub made it durable: RPO 0)\n"        \
-	"repagent-ack-timeout=MS    durable: fall back to async when the hub does not make a\n"    \
-	"                           write durable within MS (default 5000)\n"                      \
-	"repagent-poll-us=US        durable: spin this long before sleeping (default 0)"
+	"repagent-ack=LEVEL         async (default: never wait for the hub), landed (a write\n"    \
+	"                           completes once its record is in the hub's memory) or\n"        \
+	"                           durable (once the hub made it durable: RPO 0)\n"               \
+	"repagent-ack-timeout=MS    landed, durable: fall back to async when a write does not\n"   \
+	"                           reach its level within MS (default 5000)\n"                    \
+	"repagent-poll-us=US        landed, durable: spin this long before sleeping (default 0)"
 
 static int repagent_get_ready(int thread_model)
 {

@@ -107,6 +107,7 @@ static int post_piece(struct rf_agent *a, const struct rf_ring_desc *d, uint8_t 
 		                              .buf = img.seg[i].src,
 		                              .len = img.seg[i].len};
 	p->seq = img.seq;
+	rf_fab_conn_want_landed(c->fab, atomic_load(&a->landed_vols) > 0);
 	for (int tries = 0;; tries++) {
 		rc = rf_fab_post(c->fab, segs, img.nseg, img.seq, (uintptr_t)p);
 		if (rc != -EAGAIN || tries >= POST_RETRIES)
@@ -137,6 +138,8 @@ static int post_piece(struct rf_agent *a, const struct rf_ring_desc *d, uint8_t 
 	else
 		c->phead = p;
 	c->ptail = p;
+	if (!c->pland)
+		c->pland = p;
 	c->reap = true;
 	pthread_mutex_lock(&a->lock);
 	a->records++;
@@ -401,6 +404,8 @@ void rfa_posts_free_done(struct rfa_conn *c)
 		c->phead = p->next;
 		if (!c->phead)
 			c->ptail = NULL;
+		if (c->pland == p) /* durable, so landed too */
+			c->pland = p->next;
 		free(p->buf);
 		free(p);
 	}
@@ -444,6 +449,9 @@ void rfa_fab_events(struct rf_agent *a, int timeout_ms)
 				c->space_wait = false;
 				rfa_durable_upto(a, evs[i].pos.durable_seq);
 				break;
+			case RF_FAB_EV_LANDED:
+				rfa_landed_upto(a, evs[i].seq);
+				break;
 			case RF_FAB_EV_CLOSED:
 				RF_WARN("agent", "data connection closed: %s",
 				        strerror(evs[i].err ? -evs[i].err : ECONNRESET));
@@ -473,7 +481,7 @@ void rfa_posts_to_resend(struct rf_agent *a)
 		free(p->buf);
 		free(p);
 	}
-	c->ptail = NULL;
+	c->ptail = c->pland = NULL;
 }
 
 bool rfa_posts_pending(const struct rfa_conn *c)

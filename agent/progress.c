@@ -170,6 +170,26 @@ void rfa_durable_upto(struct rf_agent *a, uint64_t seq)
 	rfa_durable_advance(a, c->durable_seq, ticket);
 }
 
+/* Every record up to @seq has landed: so has every ticket they end. */
+void rfa_landed_upto(struct rf_agent *a, uint64_t seq)
+{
+	struct rfa_conn *c = &a->c;
+	uint64_t ticket = 0;
+
+	while (c->pland && c->pland->seq <= seq) {
+		if (c->pland->ticket > ticket)
+			ticket = c->pland->ticket;
+		c->pland = c->pland->next;
+	}
+	if (!ticket)
+		return;
+	pthread_mutex_lock(&a->lock);
+	if (ticket > a->landed_ticket)
+		__atomic_store_n(&a->landed_ticket, ticket, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&a->lock);
+	rfa_durable_wake(a);
+}
+
 /*
  * Why no wakeup is lost: a waiter tests durable_seq and running and goes to
  * sleep in pthread_cond_(timed)wait without letting go of agent.lock in
@@ -248,6 +268,11 @@ int rf_agent_wait_durable(struct rf_agent *a, uint64_t seq, int timeout_ms)
 
 /* ---- acknowledgement levels (docs/DURABILITY.md) ------------------------- */
 
+static const char *ack_name(enum rf_agent_ack level)
+{
+	return level == RF_AGENT_ACK_LANDED ? "landed" : "durable";
+}
+
 static void ack_fall_back(struct rf_agent_vol *v, const char *why)
 {
 	bool first;
@@ -261,10 +286,10 @@ static void ack_fall_back(struct rf_agent_vol *v, const char *why)
 	pthread_mutex_unlock(&v->agent->lock);
 	if (first)
 		RF_WARN("agent",
-		        "volume %s: falling back from durable to async acknowledgements: %s; the "
+		        "volume %s: falling back from %s to async acknowledgements: %s; the "
 		        "dirty bitmap keeps what the hub has not made durable, and the volume "
-		        "returns to durable once caught up",
-		        v->name, why);
+		        "returns to %s once caught up",
+		        v->name, ack_name(v->ack), why, ack_name(v->ack));
 }
 
 /* In fallback and caught up (attached, nothing to resend, no congestion,
@@ -282,24 +307,41 @@ void rfa_ack_check_caught_up(struct rf_agent_vol *v, uint64_t resend_bytes)
 		v->ack_fallback = false;
 	pthread_mutex_unlock(&a->lock);
 	if (back)
-		RF_INFO("agent", "volume %s: caught up: durable acknowledgements again", v->name);
+		RF_INFO("agent", "volume %s: caught up: %s acknowledgements again", v->name,
+		        ack_name(v->ack));
 }
 
 void rfa_ack_epoch_end(struct rf_agent *a)
 {
 	pthread_mutex_lock(&a->lock);
 	a->epoch_confirmed = a->durable_ticket;
+	a->epoch_landed =
+	    a->landed_ticket > a->durable_ticket ? a->landed_ticket : a->durable_ticket;
 	a->link_epoch++;
 	pthread_mutex_unlock(&a->lock);
 	rfa_durable_wake(a);
 }
 
-/* Every ticket of @t's epoch up to @t->id is durable? (under agent.lock) */
-static int ticket_state(const struct rf_agent *a, const struct rf_agent_ticket *t)
+/* The highest ticket of this epoch that reached @level (durable implies
+ * landed). Atomic loads: the writer's spin reads it without agent.lock. */
+static uint64_t ticket_reached(const struct rf_agent *a, enum rf_agent_ack level)
+{
+	uint64_t d = __atomic_load_n(&a->durable_ticket, __ATOMIC_ACQUIRE), l;
+
+	if (level != RF_AGENT_ACK_LANDED)
+		return d;
+	l = __atomic_load_n(&a->landed_ticket, __ATOMIC_ACQUIRE);
+	return l > d ? l : d;
+}
+
+/* Every ticket of @t's epoch up to @t->id reached @level? (under agent.lock) */
+static int ticket_state(const struct rf_agent *a, const struct rf_agent_ticket *t,
+                        enum rf_agent_ack level)
 {
 	if (t->epoch == a->link_epoch)
-		return a->durable_ticket >= t->id ? 0 : -EAGAIN;
-	if (t->epoch + 1 == a->link_epoch && t->id <= a->epoch_confirmed)
+		return ticket_reached(a, level) >= t->id ? 0 : -EAGAIN;
+	if (t->epoch + 1 == a->link_epoch &&
+	    t->id <= (level == RF_AGENT_ACK_LANDED ? a->epoch_landed : a->epoch_confirmed))
 		return 0;
 	return -ECONNRESET;
 }
@@ -310,6 +352,7 @@ int rf_agent_write_ack(struct rf_agent_vol *v, const struct rf_agent_ticket *t)
 	struct timespec dl;
 	int64_t spin_until;
 	int rc, wrc = 0, timeout_ms, poll_us;
+	enum rf_agent_ack level;
 	bool running;
 
 	pthread_mutex_lock(&a->lock);
@@ -317,6 +360,7 @@ int rf_agent_write_ack(struct rf_agent_vol *v, const struct rf_agent_ticket *t)
 		pthread_mutex_unlock(&a->lock);
 		return 0;
 	}
+	level = v->ack;
 	timeout_ms = v->ack_timeout_ms;
 	poll_us = v->ack_poll_us;
 	pthread_mutex_unlock(&a->lock);
@@ -327,12 +371,11 @@ int rf_agent_write_ack(struct rf_agent_vol *v, const struct rf_agent_ticket *t)
 	}
 	/* A bounded spin first (repagent-poll-us): no sleep, no wake-up. */
 	spin_until = poll_us ? rf_now_us() + poll_us : 0;
-	while (spin_until && __atomic_load_n(&a->durable_ticket, __ATOMIC_ACQUIRE) < t->id &&
-	       rf_now_us() < spin_until)
+	while (spin_until && ticket_reached(a, level) < t->id && rf_now_us() < spin_until)
 		cpu_relax();
 	deadline_after(&dl, timeout_ms);
 	pthread_mutex_lock(&a->lock);
-	while ((rc = ticket_state(a, t)) == -EAGAIN && a->running && wrc != ETIMEDOUT)
+	while ((rc = ticket_state(a, t, level)) == -EAGAIN && a->running && wrc != ETIMEDOUT)
 		wrc = pthread_cond_timedwait(&a->durable_cv, &a->lock, &dl);
 	if (rc == 0)
 		v->ack_waits++;
@@ -342,10 +385,15 @@ int rf_agent_write_ack(struct rf_agent_vol *v, const struct rf_agent_ticket *t)
 		return 0;
 	if (rc == -EAGAIN) {
 		rc = running ? -ETIMEDOUT : -ESHUTDOWN;
-		ack_fall_back(v, rc == -ETIMEDOUT ? "the hub did not make a write durable in time"
-		                                  : "the agent is stopping");
+		ack_fall_back(v, rc == -ETIMEDOUT
+		                     ? (level == RF_AGENT_ACK_LANDED
+		                            ? "a write did not land at the hub in time"
+		                            : "the hub did not make a write durable in time")
+		                     : "the agent is stopping");
 	} else {
-		ack_fall_back(v, "the link to the hub broke before a write was durable");
+		ack_fall_back(v, level == RF_AGENT_ACK_LANDED
+		                     ? "the link to the hub broke before a write landed"
+		                     : "the link to the hub broke before a write was durable");
 	}
 	return rc;
 }

@@ -305,7 +305,10 @@ struct prod {
 	size_t fifo_cap, fifo_head, fifo_len;
 	uint64_t t_last_durable;
 	uint64_t eagain, ring_full, positions;
-	struct hist post_h, dur_h;
+	struct hist post_h, dur_h, land_h;
+	/* --qd1: the one record in flight, until its LANDED */
+	bool land_wait;
+	uint64_t land_seq, land_t_ns;
 };
 
 /* Reap events; 0 or the -errno the connection died with. */
@@ -330,6 +333,12 @@ static int prod_events(struct prod *p, int timeout_ms)
 				p->fifo_head = (p->fifo_head + 1) & (p->fifo_cap - 1);
 				p->fifo_len--;
 				p->t_last_durable = now;
+			}
+			break;
+		case RF_FAB_EV_LANDED:
+			if (p->land_wait && evs[i].seq >= p->land_seq) {
+				hist_add(&p->land_h, now - p->land_t_ns);
+				p->land_wait = false;
 			}
 			break;
 		case RF_FAB_EV_CLOSED:
@@ -396,6 +405,9 @@ static int prod_post_one(struct prod *p)
 	if (rc)
 		return rc;
 	hist_add(&p->post_h, t1 - t0);
+	p->land_wait = true;
+	p->land_seq = img.seq;
+	p->land_t_ns = t0;
 	p->fifo[(p->fifo_head + p->fifo_len++) & (p->fifo_cap - 1)] =
 	    (struct pending){.seq = img.seq, .t_ns = t0};
 	return 0;
@@ -417,7 +429,7 @@ struct result {
 	uint32_t size;
 	uint64_t records, bytes, ring_bytes;
 	double seconds;
-	struct hist *post_h, *dur_h;
+	struct hist *post_h, *dur_h, *land_h;
 	uint64_t eagain, ring_full, positions;
 	double p_user, p_sys;
 	long p_rss;
@@ -611,6 +623,8 @@ static int run_size(const struct opts *o, uint32_t size, struct result *res)
 	                                                        .head_seq = info.pos.head_seq});
 	if (rc)
 		goto out;
+	/* --qd1 measures the landed latency too (one record in flight). */
+	rf_fab_conn_want_landed(p.c, o->qd1);
 	/* Buffers: enough to keep the transport busy, no more than the ring holds. */
 	p.buf_len = rf_ring_encode_buf_size(size);
 	p.nbufs = (unsigned)(info.data_size / rf_ring_record_size(size));
@@ -648,7 +662,7 @@ static int run_size(const struct opts *o, uint32_t size, struct result *res)
 		posted++;
 		if (o->qd1) {
 			deadline = rf_now_ns() + (uint64_t)QD1_TIMEOUT * 1000000;
-			while (p.fifo_len && rc == 0) {
+			while ((p.fifo_len || p.land_wait) && rc == 0) {
 				if (rf_now_ns() > deadline)
 					rc = -ETIMEDOUT;
 				else
@@ -687,12 +701,14 @@ static int run_size(const struct opts *o, uint32_t size, struct result *res)
 	res->p_rss = peak_rss_kb();
 	res->post_h = malloc(sizeof(*res->post_h));
 	res->dur_h = malloc(sizeof(*res->dur_h));
-	if (!res->post_h || !res->dur_h) {
+	res->land_h = malloc(sizeof(*res->land_h));
+	if (!res->post_h || !res->dur_h || !res->land_h) {
 		rc = -ENOMEM;
 		goto out;
 	}
 	*res->post_h = p.post_h;
 	*res->dur_h = p.dur_h;
+	*res->land_h = p.land_h;
 out:
 	rf_fab_close(&p.c);
 	hrc = hub_reap(hub);
@@ -762,6 +778,7 @@ static void print_result(FILE *f, const struct opts *o, const char *provider,
 	        r->seconds, mbps, r->seconds > 0 ? (double)r->records / r->seconds : 0);
 	print_lat(f, "post_latency_us", r->post_h);
 	print_lat(f, "durable_latency_us", r->dur_h);
+	print_lat(f, "landed_latency_us", r->land_h);
 	fprintf(f,
 	        "    \"post_eagain\": %" PRIu64 ",\n    \"ring_full_waits\": %" PRIu64
 	        ",\n    \"positions\": %" PRIu64 ",\n",
@@ -933,11 +950,12 @@ int main(int argc, char **argv)
 		done++;
 		fprintf(stderr,
 		        "rf-fabric-bench: %s %s %u B: %" PRIu64 " records in %.3f s, %.1f MB/s, "
-		        "durable p50 %.1f us p99 %.1f us\n",
+		        "durable p50 %.1f us p99 %.1f us, landed p50 %.1f us\n",
 		        provider, o.qd1 ? "qd1" : "stream", o.sizes[i], res[i].records,
 		        res[i].seconds,
 		        res[i].seconds > 0 ? (double)res[i].bytes / 1e6 / res[i].seconds : 0,
-		        hist_quantile_us(res[i].dur_h, 0.5), hist_quantile_us(res[i].dur_h, 0.99));
+		        hist_quantile_us(res[i].dur_h, 0.5), hist_quantile_us(res[i].dur_h, 0.99),
+		        hist_quantile_us(res[i].land_h, 0.5));
 	}
 	if (o.json) {
 		out = fopen(o.json, "w");
@@ -957,6 +975,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < o.nsizes; i++) {
 		free(res[i].post_h);
 		free(res[i].dur_h);
+		free(res[i].land_h);
 	}
 	free(res);
 	return failed;

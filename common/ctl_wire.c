@@ -390,8 +390,7 @@ int rf_ctl_enc_progress(uint8_t *buf, size_t cap, const struct rf_ctl_progress *
 	if (!(m->flags & RF_PROGRESS_ACK))
 		return w_done(&w);
 	for (unsigned i = 0; i < m->nvols; i++) {
-		if ((m->vols[i].ack != 0 && m->vols[i].ack != 2) ||
-		    (m->vols[i].ack_flags & ~RF_PROGRESS_VOL_FALLBACK))
+		if (m->vols[i].ack > 2 || (m->vols[i].ack_flags & ~RF_PROGRESS_VOL_FALLBACK))
 			return -EINVAL;
 		w_le(&w, m->vols[i].ack, 1);
 		w_le(&w, m->vols[i].ack_flags, 1);
@@ -438,7 +437,7 @@ int rf_ctl_dec_progress(const uint8_t *p, size_t len, struct rf_ctl_progress *m,
 		m->vols[i].ack = (uint8_t)r_le(&r, 1);
 		m->vols[i].ack_flags = (uint8_t)r_le(&r, 1);
 		m->vols[i].ack_fallbacks = (uint32_t)r_le(&r, 4);
-		if (!r.why && m->vols[i].ack != 0 && m->vols[i].ack != 2)
+		if (!r.why && m->vols[i].ack > 2)
 			r.why = "unknown acknowledgement level";
 		else if (!r.why && (m->vols[i].ack_flags & ~RF_PROGRESS_VOL_FALLBACK))
 			r.why = "unknown acknowledgement flags";

@@ -162,6 +162,11 @@ int rf_fab_conn_fd(const struct rf_fab_conn *c)
 	return c->prov->conn_fd(c);
 }
 
+void rf_fab_conn_want_landed(struct rf_fab_conn *c, bool on)
+{
+	c->want_landed = on;
+}
+
 void rf_fab_close(struct rf_fab_conn **c)
 {
 	if (!c || !*c)

@@ -24,6 +24,7 @@ struct rf_fab_conn {
 	const struct rf_fab_provider *prov;
 	uint64_t data_size; /* from the attach, for segment checks */
 	int dead;           /* set once a CLOSED event was returned */
+	bool want_landed;   /* rf_fab_conn_want_landed */
 };
 
 struct rf_fab_listener {

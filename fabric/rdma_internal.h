@@ -106,6 +106,7 @@ void rf_rdma_set_min_rnr_timer(struct ibv_qp *qp, const char *who);
 
 struct rdma_post_slot {
 	uint64_t cookie;
+	uint64_t last_seq;                   /* the post's last record */
 	uint64_t stage_end;                  /* staging head once this post was placed */
 	struct ibv_mr *mrs[RF_FAB_MAX_SEGS]; /* slow path: the caller's buffers */
 	unsigned nmr;

@@ -502,6 +502,7 @@ int rf_rdma_post(struct rf_fab_conn *base, const struct rf_fab_seg *segs, unsign
 	slot = &c->slots[c->post_next % CONN_MAX_POSTS];
 	slot->nmr = 0;
 	slot->cookie = cookie;
+	slot->last_seq = last_seq;
 	save = c->stage_head;
 	for (unsigned i = 0; i < nseg; i++)
 		total += (segs[i].len + STAGE_ALIGN - 1) & ~(uint64_t)(STAGE_ALIGN - 1);
@@ -557,8 +558,16 @@ int rf_rdma_post(struct rf_fab_conn *base, const struct rf_fab_seg *segs, unsign
 	return 0;
 }
 
+/*
+ * A signaled WRITE WITH IMM completed: on an RC QP that means the responder
+ * acknowledged it, so its bytes (and every earlier WRITE's on the QP) are
+ * in the hub's memory. Each post becomes SENT; one LANDED covers them all.
+ */
 static void conn_complete_posts(struct rdma_conn *c, uint64_t upto)
 {
+	struct rf_fab_event landed = {.type = RF_FAB_EV_LANDED};
+	bool any = false;
+
 	/* Completions arrive in order; @upto also covers any earlier post. */
 	while (c->post_done != c->post_next) {
 		struct rdma_post_slot *s = &c->slots[c->post_done % CONN_MAX_POSTS];
@@ -566,12 +575,16 @@ static void conn_complete_posts(struct rdma_conn *c, uint64_t upto)
 		int last = WR_VAL(c->post_done) == upto;
 
 		c->stage_tail = s->stage_end;
+		landed.seq = s->last_seq;
+		any = true;
 		conn_release_slot(s);
 		c->post_done++;
 		conn_push(c, &ev);
 		if (last)
 			break;
 	}
+	if (any)
+		conn_push(c, &landed);
 }
 
 void rf_rdma_conn_handle_wc(struct rdma_conn *c, const struct ibv_wc *wc)

@@ -185,7 +185,7 @@ int rf_sw_connect(bool shm, const char *addr, uint64_t token, int timeout_ms,
 	rc = rf_read_all(c->fd, h, sizeof(h), deadline);
 	if (rc)
 		goto out_close;
-	rc = rf_sw_hdr_decode(h, &type, &len, &why);
+	rc = rf_sw_hdr_decode(h, &type, &len, NULL, &why);
 	if (rc || len > RF_SW_MAX_CTRL || (type != RF_SW_WELCOME && type != RF_SW_REFUSE)) {
 		RF_ERR("fabric", "%s://%s: bad reply to hello (%s)", scheme, addr,
 		       rc ? why : "unexpected type or length");
@@ -259,6 +259,8 @@ int rf_sw_post(struct rf_fab_conn *bc, const struct rf_fab_seg *segs, unsigned n
 		iov[n++] = (struct iovec){(void *)segs[i].buf, segs[i].len};
 	}
 	rf_sw_hdr_encode(bell, RF_SW_DOORBELL, RF_SW_DOORBELL_LEN);
+	if (bc->want_landed)
+		bell[6] = RF_SW_DB_LANDED;
 	rf_put_le64(bell + RF_SW_HDR_LEN, last_seq);
 	iov[n++] = (struct iovec){bell, sizeof(bell)};
 	rc = rf_write_all(c->fd, iov, n, rf_now_ms() + SW_IO_TIMEOUT_MS);
@@ -283,16 +285,22 @@ static int parse_frames(struct sw_conn *c, struct rf_fab_event *evs, int max)
 		uint32_t len;
 		const char *why = "unexpected frame type or length";
 
-		if (rf_sw_hdr_decode(h, &type, &len, &why) || type != RF_SW_POSITION ||
-		    len != RF_SW_POSITION_LEN) {
+		if (rf_sw_hdr_decode(h, &type, &len, NULL, &why) ||
+		    !((type == RF_SW_POSITION && len == RF_SW_POSITION_LEN) ||
+		      (type == RF_SW_LANDED && len == RF_SW_LANDED_LEN))) {
 			RF_ERR("fabric", "bad frame from hub: %s", why);
 			c->err = -EPROTO;
 			break;
 		}
 		if (c->rlen - used < RF_SW_HDR_LEN + len)
 			break;
-		evs[n] = (struct rf_fab_event){.type = RF_FAB_EV_POSITION};
-		rf_sw_position_decode(h + RF_SW_HDR_LEN, &evs[n].pos);
+		if (type == RF_SW_LANDED) {
+			evs[n] = (struct rf_fab_event){.type = RF_FAB_EV_LANDED,
+			                               .seq = rf_get_le64(h + RF_SW_HDR_LEN)};
+		} else {
+			evs[n] = (struct rf_fab_event){.type = RF_FAB_EV_POSITION};
+			rf_sw_position_decode(h + RF_SW_HDR_LEN, &evs[n].pos);
+		}
 		n++;
 		used += RF_SW_HDR_LEN + len;
 	}

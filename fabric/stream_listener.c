@@ -56,7 +56,7 @@ struct sw_peer {
 	uint64_t last_seq;
 	struct rf_fab_ring_mem mem;
 	enum sw_rx_phase phase;
-	unsigned type;
+	unsigned type, flags; /* of the frame being read */
 	uint32_t len, got;
 	uint64_t woff;
 	uint8_t hdr[RF_SW_HDR_LEN];
@@ -226,12 +226,33 @@ static void handle_hello(struct sw_peer *p)
 	}
 }
 
+/*
+ * The DOORBELL asked for LANDED: every byte before it is in the ring (tcp:
+ * read into it; shm: the producer stored it), so say so at once, before the
+ * hub's loop sees the DATA event.
+ */
+static void peer_send_landed(struct sw_peer *p, uint64_t seq)
+{
+	uint8_t b[RF_SW_LANDED_LEN];
+	int rc;
+
+	rf_put_le64(b, seq);
+	rc = rf_sw_send_frame(p->fd, RF_SW_LANDED, b, sizeof(b), SW_PUBLISH_TIMEOUT_MS);
+	if (rc) {
+		RF_WARN("fabric", "producer (token %#llx): cannot send landed: %s",
+		        (unsigned long long)p->token, strerror(-rc));
+		if (rc != -EPIPE && rc != -ECONNRESET)
+			peer_count_error(p);
+		peer_kill(p, rc);
+	}
+}
+
 /* A complete header arrived: check it against the peer's state. */
 static int frame_start(struct sw_peer *p)
 {
 	const char *why = NULL;
 
-	if (rf_sw_hdr_decode(p->hdr, &p->type, &p->len, &why))
+	if (rf_sw_hdr_decode(p->hdr, &p->type, &p->len, &p->flags, &why))
 		goto bad;
 	why = "frame type not allowed here";
 	switch (p->type) {
@@ -284,6 +305,8 @@ static void frame_payload_done(struct sw_peer *p)
 		                                             .peer = &p->base,
 		                                             .token = p->token,
 		                                             .seq = seq});
+		if (p->flags & RF_SW_DB_LANDED)
+			peer_send_landed(p, seq);
 		break;
 	case RF_SW_WRITE:
 		off = rf_get_le64(p->payload);

@@ -22,7 +22,8 @@ void rf_sw_hdr_encode(uint8_t *h, enum rf_sw_type type, uint32_t len)
 }
 
 /* Validate a frame header; returns 0 or -EPROTO with @why set. */
-int rf_sw_hdr_decode(const uint8_t *h, unsigned *type, uint32_t *len, const char **why)
+int rf_sw_hdr_decode(const uint8_t *h, unsigned *type, uint32_t *len, unsigned *flags,
+                     const char **why)
 {
 	if (rf_get_le32(h) != RF_SW_MAGIC) {
 		*why = "bad frame magic";
@@ -32,12 +33,18 @@ int rf_sw_hdr_decode(const uint8_t *h, unsigned *type, uint32_t *len, const char
 		*why = "unsupported frame version";
 		return -EPROTO;
 	}
-	if (rf_get_le16(h + 6) != 0 || rf_get_le32(h + 12) != 0) {
+	if (h[7] != 0 || rf_get_le32(h + 12) != 0) {
 		*why = "reserved header bytes not zero";
+		return -EPROTO;
+	}
+	if (h[6] & ~(h[5] == RF_SW_DOORBELL ? RF_SW_DB_LANDED : 0u)) {
+		*why = "unknown header flags";
 		return -EPROTO;
 	}
 	*type = h[5];
 	*len = rf_get_le32(h + 8);
+	if (flags)
+		*flags = h[6];
 	return 0;
 }
 

@@ -24,7 +24,11 @@ enum rf_sw_type {
 	RF_SW_WRITE = 4,    /* producer -> hub (tcp): off u64, len u32, bytes */
 	RF_SW_DOORBELL = 5, /* producer -> hub: last_seq u64 */
 	RF_SW_POSITION = 6, /* hub -> producer: 4 x u64 */
+	RF_SW_LANDED = 7,   /* hub -> producer: last_seq u64 (a DOORBELL that asked) */
 };
+
+/* Header flags (byte 6); every other type carries 0. */
+#define RF_SW_DB_LANDED 0x01u /* DOORBELL: answer with LANDED once read */
 
 /* Payload sizes of the fixed parts. */
 #define RF_SW_HELLO_LEN     8
@@ -32,12 +36,15 @@ enum rf_sw_type {
 #define RF_SW_WRITE_SUBHDR  12
 #define RF_SW_DOORBELL_LEN  8
 #define RF_SW_POSITION_LEN  32
+#define RF_SW_LANDED_LEN    8
 #define RF_SW_MAX_PATH      1024
 
 /* The codec (stream_wire.c). */
 void rf_sw_hdr_encode(uint8_t *h, enum rf_sw_type type, uint32_t len);
-/* Validate a frame header; returns 0 or -EPROTO with @why set. */
-int rf_sw_hdr_decode(const uint8_t *h, unsigned *type, uint32_t *len, const char **why);
+/* Validate a frame header (flags only on the types that define them);
+ * returns 0 or -EPROTO with @why set. @flags may be NULL. */
+int rf_sw_hdr_decode(const uint8_t *h, unsigned *type, uint32_t *len, unsigned *flags,
+                     const char **why);
 void rf_sw_position_encode(uint8_t *p, const struct rf_fab_position *pos);
 void rf_sw_position_decode(const uint8_t *p, struct rf_fab_position *pos);
 /* Send a header and @len bytes of @payload within @timeout_ms (rf_write_all). */

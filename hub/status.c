@@ -99,6 +99,12 @@ static void sb_key_bool(struct sb *b, const char *key, bool v)
 	sb_printf(b, "\"%s\":%s,", key, v ? "true" : "false");
 }
 
+/* A PROGRESS acknowledgement level (docs/PROTOCOL.md, the ack tail). */
+static const char *ack_level_name(uint8_t ack)
+{
+	return ack == 2 ? "durable" : ack == 1 ? "landed" : "async";
+}
+
 /* Records (and bytes) that landed but are not durable yet. */
 static void agent_lag(const struct hub_agent *a, uint64_t *recs, uint64_t *bytes)
 {
@@ -417,7 +423,7 @@ static void volume_json(struct sb *b, const struct volume *v, int64_t now)
 	sb_key_u64(b, "lag_bytes", lag_bytes);
 	sb_key_lag_ms(b, a, lag_recs);
 	sb_key_u64(b, "dirty_bytes", v->dirty_bytes);
-	sb_key_str(b, "ack", v->ack_known ? (v->ack == 2 ? "durable" : "async") : NULL, true);
+	sb_key_str(b, "ack", v->ack_known ? ack_level_name(v->ack) : NULL, true);
 	sb_key_bool(b, "ack_fallback", v->ack_fallback);
 	sb_key_u64(b, "ack_fallbacks", v->ack_fallbacks);
 	resync_json(b, v, now);

@@ -195,6 +195,7 @@ struct rf_agent_ticket rf_agent_write_end(struct rf_agent_vol *v, uint64_t off, 
  */
 enum rf_agent_ack {
 	RF_AGENT_ACK_ASYNC = 0,   /* nothing: the hub is never waited for */
+	RF_AGENT_ACK_LANDED = 1,  /* the write's record is in the hub's ring memory */
 	RF_AGENT_ACK_DURABLE = 2, /* the hub made the write's record durable (RPO 0) */
 };
 

@@ -27,6 +27,7 @@
 #ifndef REPFABRIC_FABRIC_H
 #define REPFABRIC_FABRIC_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "repfabric/admit.h"
@@ -77,12 +78,14 @@ enum rf_fab_event_type {
 	RF_FAB_EV_SENT = 1,     /* a post left: its buffers may be reused (cookie) */
 	RF_FAB_EV_POSITION = 2, /* the hub published a position (pos) */
 	RF_FAB_EV_CLOSED = 3,   /* the connection is dead (err: -errno); close it */
+	RF_FAB_EV_LANDED = 4,   /* every record up to seq is in the hub's ring memory */
 };
 
 struct rf_fab_event {
 	enum rf_fab_event_type type;
 	int err;
 	uint64_t cookie;
+	uint64_t seq; /* LANDED */
 	struct rf_fab_position pos;
 };
 
@@ -117,6 +120,16 @@ int rf_fab_poll(struct rf_fab_conn *c, struct rf_fab_event *evs, int max, int ti
 
 /* A file descriptor that becomes readable when rf_fab_poll has work. */
 int rf_fab_conn_fd(const struct rf_fab_conn *c);
+
+/*
+ * Ask for RF_FAB_EV_LANDED events (@on) or stop asking. rdma:// reports
+ * LANDED whatever this says: the RC completion of a post's last WRITE says
+ * its records are in the hub's memory, at no cost. tcp:// and shm:// ask
+ * the hub to answer each following DOORBELL with a LANDED frame (one more
+ * frame per post, so off by default). A LANDED event may cover several
+ * posts.
+ */
+void rf_fab_conn_want_landed(struct rf_fab_conn *c, bool on);
 
 /* Disconnect and free; NULLs *@c. Safe on NULL. */
 void rf_fab_close(struct rf_fab_conn **c);

@@ -127,7 +127,34 @@ struct case_opts {
 	int reconnects;
 	bool backpressure;
 	bool bad_token; /* first try a token the hub refuses */
+	bool landed;    /* ask for LANDED and check it covers every post */
 };
+
+/*
+ * LANDED: with want_landed, the newest one must reach the last post (after
+ * the quiesce; rdma may still hold its completion for a moment); without,
+ * a stream provider (tcp, shm) must send none (rdma reports it anyway).
+ */
+static int check_landed(const char *name, const struct case_opts *o, struct producer *p,
+                        bool stream)
+{
+	const char *why = p->landed_bad;
+	int64_t deadline = rf_now_ms() + 10000;
+
+	while (!why && o->landed && p->c && p->posted_any &&
+	       (!p->landed_events || p->landed_seq < p->last_posted) && rf_now_ms() < deadline)
+		producer_events(p, 20);
+	if (!why && o->landed && p->posted_any &&
+	    (!p->landed_events || p->landed_seq < p->last_posted))
+		why = "the last post never landed";
+	if (!why && !o->landed && stream && p->landed_events)
+		why = "LANDED without asking";
+	if (o->landed || why)
+		printf("%-15s landed: %s (%" PRIu64 " events, last %" PRIu64
+		       ", posted up to %" PRIu64 ")\n",
+		       name, why ? why : "ok", p->landed_events, p->landed_seq, p->last_posted);
+	return why ? -1 : 0;
+}
 
 static int check_final(struct run_ctx *r, const char *name, const struct producer *p,
                        const uint64_t *expect, int64_t t0, bool failed_before)
@@ -207,7 +234,7 @@ static int wait_for_progress(const char *state_path, uint32_t vol, int timeout_m
 
 static int run_case(struct run_ctx *r, const char *name, const struct case_opts *o)
 {
-	struct producer p = {.url = r->url};
+	struct producer p = {.url = r->url, .want_landed = o->landed};
 	uint64_t expect[MAX_VOLUMES] = {0};
 	int64_t t0 = rf_now_ms();
 	int rc = 0, crash_every, rec_every;
@@ -336,6 +363,8 @@ static int run_case(struct run_ctx *r, const char *name, const struct case_opts 
 			RF_ERR("run", "%s: producer failed: %s", name, strerror(-rc));
 		rc = -1;
 	}
+	if (rc == 0 && check_landed(name, o, &p, strncmp(r->url, "rdma://", 7) != 0))
+		rc = -1;
 	if (check_final(r, name, &p, expect, t0, rc != 0))
 		rc = -1;
 	else if (check_fab(r, name, o, &p))
@@ -350,6 +379,7 @@ static const struct {
 } cases[] = {
     {"ordering",
      {.ring_size = 8 << 20, .max_payload = 256 << 10, .records = 3000, .bad_token = true}},
+    {"landed", {.ring_size = 1 << 20, .max_payload = 32 << 10, .records = 2000, .landed = true}},
     {"wrap", {.ring_size = 256 << 10, .max_payload = 16 << 10, .records = 4000}},
     {"backpressure",
      {.ring_size = 256 << 10, .max_payload = 8 << 10, .records = 500, .backpressure = true}},

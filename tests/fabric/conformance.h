@@ -62,6 +62,13 @@ struct producer {
 	uint64_t reconnects, enospc_waits, positions;
 	uint64_t durable_seq;
 	uint64_t posts; /* rf_fab_post calls that returned 0 */
+	/* LANDED (rf_fab_conn_want_landed when want_landed) */
+	bool want_landed;
+	uint64_t last_posted; /* sequence of the newest post on this connection */
+	bool posted_any;      /* on this connection */
+	uint64_t landed_seq;  /* newest LANDED on this connection */
+	uint64_t landed_events;
+	const char *landed_bad; /* the first broken LANDED rule, or NULL */
 };
 
 int producer_events(struct producer *p, int timeout_ms);

@@ -83,6 +83,15 @@ int producer_events(struct producer *p, int timeout_ms)
 			rf_ring_producer_update_head(p->rp, evs[i].pos.head_pos);
 			fifo_drop_durable(p, evs[i].pos.durable_seq);
 			break;
+		case RF_FAB_EV_LANDED:
+			/* Never backwards, never beyond what this connection posted. */
+			if (!p->landed_bad && (!p->posted_any || evs[i].seq > p->last_posted))
+				p->landed_bad = "LANDED for a record not posted";
+			else if (!p->landed_bad && p->landed_events && evs[i].seq < p->landed_seq)
+				p->landed_bad = "LANDED went backwards";
+			p->landed_seq = evs[i].seq;
+			p->landed_events++;
+			break;
 		case RF_FAB_EV_CLOSED:
 			return -ENOTCONN;
 		}
@@ -140,6 +149,8 @@ int producer_post(struct producer *p, uint32_t vol, uint64_t index)
 	if (rc)
 		return -ENOTCONN;
 	p->posts++;
+	p->last_posted = img.seq;
+	p->posted_any = true;
 	fifo_push(p, (struct pending){.vol = vol, .index = index, .seq = img.seq});
 	return 0;
 }
@@ -179,6 +190,9 @@ int producer_connect(struct producer *p)
 	                                                         .head_seq = info.pos.head_seq});
 	if (rc)
 		return rc;
+	rf_fab_conn_want_landed(p->c, p->want_landed);
+	p->posted_any = false;
+	p->landed_events = 0;
 	fifo_drop_durable(p, info.pos.durable_seq);
 	return producer_resend(p);
 }

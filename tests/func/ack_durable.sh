@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Acknowledgement level `durable` (docs/DURABILITY.md), over tcp:// with
-# nbdkit + the repagent filter (repagent-ack=durable), under the hub's rule
+# Acknowledgement levels `durable` and `landed` (docs/DURABILITY.md), over
+# tcp:// with nbdkit + the repagent filter (repagent-ack=LEVEL, the second
+# argument, default durable), under the hub's rule
 # `apply` (argument apply, the default: durable once applied and synced) or
 # `pmem` (argument pmem: durability = pmem on an ordinary ring file, durable
 # once validated and flushed in the ring, replayed after the kill):
@@ -11,18 +12,22 @@
 #      write printed before the hub was killed is in the recovery image
 #      after the hub restarts alone. (With repagent-ack=async this check
 #      fails: RF_ACK_LEVEL=async shows it.)
+#      At level landed the same holds: a record that landed is in the
+#      ring's file mapping, which outlives the hub's process, and the hub
+#      replays it at restart (a power cut is another matter: powercut_pmem).
 #   2. the hub stopped (SIGSTOP): guest writes keep completing (each waits
 #      at most repagent-ack-timeout), the volume falls back to async, and
-#      after SIGCONT it converges, returns to durable, and the replica is
-#      identical.
+#      after SIGCONT it converges, returns to its level, and the replica is
+#      identical. (Over tcp the hub's process reads the doorbell, so a
+#      stopped hub answers no LANDED either.)
 . "$(dirname "$0")/lib.sh"
 
 rf_require nbdkit qemu-io cmp stdbuf jq
 [ -x "$RF_BIN/rephubd" ] || rf_fail "rephubd not built"
 filter=$RF_LIB/nbdkit-repagent-filter.so
 [ -f "$filter" ] || rf_fail "$filter not built"
-level=${RF_ACK_LEVEL:-durable}
 rule=${1:-apply}
+level=${RF_ACK_LEVEL:-${2:-durable}}
 case $rule in
 apply) ring_conf="" ;;
 pmem)
@@ -31,7 +36,7 @@ pmem)
 	ring_conf="ring_dir = $RF_TMP/rings
 durability = pmem"
 	;;
-*) rf_fail "usage: ack_durable.sh [apply|pmem]" ;;
+*) rf_fail "usage: ack_durable.sh [apply|pmem] [durable|landed|async]" ;;
 esac
 
 ctl_port=$(rf_free_port)
@@ -130,7 +135,7 @@ if missing:
 print(f"all {n} completed writes are in the recovery image")
 PY
 
-rf_log "phase 2: hub stopped under writes: fallback to async, then back to durable"
+rf_log "phase 2: hub stopped under writes: fallback to async, then back to $level"
 # The protected disk and the replica diverged in phase 1 (the agent's
 # bitmap is gone): start over with a full sync.
 rm -rf "$RF_TMP/state"
@@ -145,12 +150,12 @@ qemu-io -f raw "${cmds[@]}" "$uri" >"$RF_TMP/qemu-io.log" || rf_fail "guest writ
 kill -CONT "$hub_pid"
 rf_wait_for 30 "the hub to count the volume's fallback to async" \
 	rf_status_true '.volumes[0].ack_fallbacks >= 1'
-rf_wait_for 60 "the volume to return to durable acknowledgements" \
-	rf_status_true '.volumes[0].ack == "durable" and .volumes[0].ack_fallback == false'
-grep -q "falling back from durable to async" "$RF_TMP/nbdkit$nnbd.log" ||
+rf_wait_for 60 "the volume to return to $level acknowledgements" \
+	rf_status_true '.volumes[0].ack == "'"$level"'" and .volumes[0].ack_fallback == false'
+grep -q "falling back from $level to async" "$RF_TMP/nbdkit$nnbd.log" ||
 	rf_fail "the agent did not log why it fell back"
 mapfile -d '' cmds < <(slot_writes 100 140)
 qemu-io -f raw "${cmds[@]}" "$uri" >"$RF_TMP/qemu-io.log" || rf_fail "guest writes failed"
 synced "after SIGCONT"
 cmp "$disk" "$recovery" || rf_fail "recovery image differs from the disk"
-rf_log "PASS: durable acknowledgements (nothing completed lost; fallback and return)"
+rf_log "PASS: $level acknowledgements (nothing completed lost; fallback and return)"

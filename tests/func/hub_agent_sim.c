@@ -138,6 +138,8 @@ static void fab_events(struct sim *s, int timeout_ms)
 			if (evs[i].pos.durable_seq > s->durable_seq)
 				s->durable_seq = evs[i].pos.durable_seq;
 			break;
+		case RF_FAB_EV_LANDED: /* not asked for; rdma reports it anyway */
+			break;
 		case RF_FAB_EV_CLOSED:
 			printf("data connection closed by the hub (%s)\n", strerror(-evs[i].err));
 			s->fenced = true;

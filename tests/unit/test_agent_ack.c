@@ -5,8 +5,9 @@
  * part, marking the volume attached and the agent running, publishing
  * durable progress with rfa_durable_advance() and ending a link epoch as
  * rfa_posts_to_resend() does, so every rule is checked without timing
- * races: durable waits, the fallback to async (not queued, timeout, link
- * broken), the return once caught up, and what needs no wait.
+ * races: durable waits, landed waits (posts and LANDED played by the test
+ * too), the fallback to async (not queued, timeout, link broken), the
+ * return once caught up, and what needs no wait.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -99,7 +100,8 @@ static void test_levels_checked(void **state)
 	struct rf_agent *a = agent_with_volume(&v, RF_AGENT_ACK_ASYNC, 1000);
 
 	(void)state;
-	assert_int_equal(rf_agent_vol_set_ack(v, (enum rf_agent_ack)1, 1000, 0), -EINVAL);
+	assert_int_equal(rf_agent_vol_set_ack(v, (enum rf_agent_ack)3, 1000, 0), -EINVAL);
+	assert_int_equal(rf_agent_vol_set_ack(v, RF_AGENT_ACK_LANDED, 1000, 0), 0);
 	assert_int_equal(rf_agent_vol_set_ack(v, RF_AGENT_ACK_DURABLE, 0, 0), -EINVAL);
 	assert_int_equal(rf_agent_vol_set_ack(v, RF_AGENT_ACK_DURABLE, 1000, -1), -EINVAL);
 	done(&a);
@@ -274,6 +276,128 @@ static void test_link_break(void **state)
 	done(&a);
 }
 
+/* The loop's part: record @seq (ending queued write @ticket, 0: a piece)
+ * was posted. */
+static void posted(struct rf_agent *a, uint64_t seq, uint64_t ticket)
+{
+	struct rfa_conn *c = &a->c;
+	struct rfa_post *p = calloc(1, sizeof(*p));
+
+	assert_non_null(p);
+	p->seq = seq;
+	p->ticket = ticket;
+	p->sent = true;
+	if (c->ptail)
+		c->ptail->next = p;
+	else
+		c->phead = p;
+	c->ptail = p;
+	if (!c->pland)
+		c->pland = p;
+}
+
+static void posts_free(struct rf_agent *a)
+{
+	struct rfa_conn *c = &a->c;
+
+	while (c->phead) {
+		struct rfa_post *p = c->phead;
+
+		c->phead = p->next;
+		free(p);
+	}
+	c->ptail = c->pland = NULL;
+}
+
+struct lander {
+	struct rf_agent *a;
+	uint64_t seq;
+	pthread_t t;
+};
+
+static void *land_later(void *arg)
+{
+	struct lander *l = arg;
+
+	usleep(20000);
+	rfa_landed_upto(l->a, l->seq);
+	return NULL;
+}
+
+/*
+ * landed: a write completes once LANDED covers the record that ends it
+ * (LANDED is inclusive, by sequence; pieces carry no ticket); durable
+ * implies landed; a write that landed before a link break stays
+ * acknowledged, one that had not falls back.
+ */
+static void test_landed_waits_for_landed(void **state)
+{
+	struct rf_agent_vol_status st;
+	struct rf_agent_vol *v;
+	struct rf_agent *a = agent_with_volume(&v, RF_AGENT_ACK_LANDED, 60000);
+	struct rf_agent_ticket t1, t2, t3, t4, t5;
+	struct lander l;
+
+	(void)state;
+	assert_int_equal(atomic_load(&a->landed_vols), 1);
+	attach(a, v);
+	t1 = write4k(v, 0);
+	t2 = write4k(v, 4096);
+	t3 = write4k(v, 8192);
+	posted(a, 10, t1.id);
+	posted(a, 11, 0); /* t2 in two pieces */
+	posted(a, 12, t2.id);
+	posted(a, 13, t3.id);
+	rfa_landed_upto(a, 11); /* t1's record and t2's first piece */
+	assert_int_equal(rf_agent_write_ack(v, &t1), 0);
+	l = (struct lander){.a = a, .seq = 12};
+	assert_int_equal(pthread_create(&l.t, NULL, land_later, &l), 0);
+	assert_int_equal(rf_agent_write_ack(v, &t2), 0); /* woken by LANDED 12 */
+	pthread_join(l.t, NULL);
+	/* Durable implies landed: t3 needs no LANDED. */
+	rfa_durable_advance(a, 14, t3.id);
+	assert_int_equal(rf_agent_write_ack(v, &t3), 0);
+	/* A break: t4 landed before it (acknowledged), t5 did not (falls back). */
+	t4 = write4k(v, 12288);
+	t5 = write4k(v, 16384);
+	posted(a, 14, t4.id);
+	posted(a, 15, t5.id);
+	rfa_landed_upto(a, 14);
+	rfa_ack_epoch_end(a);
+	assert_int_equal(rf_agent_write_ack(v, &t4), 0);
+	assert_int_equal(rf_agent_write_ack(v, &t5), -ECONNRESET);
+	status(v, &st);
+	assert_int_equal(st.ack, RF_AGENT_ACK_LANDED);
+	assert_int_equal(st.ack_waits, 4);
+	assert_true(st.ack_fallback);
+	assert_int_equal(st.ack_fallbacks, 1);
+	/* Back to async: no volume asks for LANDED any more. */
+	assert_int_equal(rf_agent_vol_set_ack(v, RF_AGENT_ACK_ASYNC, 1000, 0), 0);
+	assert_int_equal(atomic_load(&a->landed_vols), 0);
+	posts_free(a);
+	done(&a);
+}
+
+/* durable is not satisfied by landed: LANDED alone never acknowledges. */
+static void test_durable_ignores_landed(void **state)
+{
+	struct rf_agent_vol_status st;
+	struct rf_agent_vol *v;
+	struct rf_agent *a = agent_with_volume(&v, RF_AGENT_ACK_DURABLE, 50);
+	struct rf_agent_ticket t;
+
+	(void)state;
+	attach(a, v);
+	t = write4k(v, 0);
+	posted(a, 3, t.id);
+	rfa_landed_upto(a, 3);
+	assert_int_equal(rf_agent_write_ack(v, &t), -ETIMEDOUT);
+	status(v, &st);
+	assert_true(st.ack_fallback);
+	posts_free(a);
+	done(&a);
+}
+
 /* A trim and a failed write have nothing to wait for. */
 static void test_nothing_to_ack(void **state)
 {
@@ -308,6 +432,8 @@ int main(void)
 	    cmocka_unit_test(test_timeout_falls_back),
 	    cmocka_unit_test(test_link_break),
 	    cmocka_unit_test(test_nothing_to_ack),
+	    cmocka_unit_test(test_landed_waits_for_landed),
+	    cmocka_unit_test(test_durable_ignores_landed),
 	};
 
 	rf_log_set_level(RF_LOG_ERR);

@@ -258,7 +258,10 @@ static void test_progress_ack_tail(void **state)
 	buf[n] = 0;
 	assert_int_equal(rf_ctl_dec_progress(buf, (size_t)n + 1, &out, &why), -EBADMSG);
 	/* An unknown level or flag is refused, decoding and encoding. */
-	buf[resync_len] = 1;
+	buf[resync_len] = 1; /* landed */
+	assert_int_equal(rf_ctl_dec_progress(buf, (size_t)n, &out, &why), 0);
+	assert_int_equal(out.vols[0].ack, 1);
+	buf[resync_len] = 3;
 	assert_int_equal(rf_ctl_dec_progress(buf, (size_t)n, &out, &why), -EBADMSG);
 	assert_non_null(strstr(why, "acknowledgement level"));
 	n = rf_ctl_enc_progress(buf, sizeof(buf), &pg);

@@ -244,9 +244,15 @@ static void run_roundtrip(int shm)
 	assert_memory_equal(h.map + DATA_OFF + RING_BYTES - 3, small, 3);
 	/* One doorbell per post, whatever its segment count. */
 	assert_int_equal(WAIT_STATS(&h, completions, 1).completions, 1);
+	/* Asked for, the hub answers the doorbell with LANDED for its sequence
+	 * (none came for 41: it was not asked for). */
+	rf_fab_conn_want_landed(c, true);
 	segs[0] = (struct rf_fab_seg){.off = 0, .buf = small, .len = 3};
 	assert_int_equal(rf_fab_post(c, segs, 1, 42, 7), 0);
+	assert_int_equal(wait_event(c, RF_FAB_EV_LANDED, &ev), 0);
+	assert_int_equal(ev.seq, 42);
 	assert_int_equal(WAIT_STATS(&h, completions, 2).completions, 2);
+	rf_fab_conn_want_landed(c, false);
 
 	/* Segments outside the data area never leave the producer. */
 	segs[0] = (struct rf_fab_seg){.off = RING_BYTES - 2, .buf = small, .len = 3};
@@ -345,8 +351,9 @@ static void test_malformed_frames(void **state)
 	                                       0,    0,    0xff, 0xff, 0xff, 0x7f};
 	static const uint8_t write_first[16] = {0x46, 0x52, 0x46, 0x42, 1, 4, 0, 0, 20};
 	static const uint8_t reserved_set[16] = {0x46, 0x52, 0x46, 0x42, 1, 1, 1, 0, 8};
-	const uint8_t *cases[] = {bad_magic,  bad_version, bad_type,
-	                          huge_hello, write_first, reserved_set};
+	static const uint8_t reserved7_set[16] = {0x46, 0x52, 0x46, 0x42, 1, 1, 0, 1, 8};
+	const uint8_t *cases[] = {bad_magic,   bad_version,  bad_type,     huge_hello,
+	                          write_first, reserved_set, reserved7_set};
 	struct hub h;
 	struct rf_fab_conn *c;
 	struct rf_fab_ring_info info;

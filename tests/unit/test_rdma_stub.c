@@ -563,7 +563,8 @@ static void post_one(struct rf_fab_conn *c, uint64_t off, uint64_t seq, uint64_t
 	assert_true(w->send_flags & IBV_SEND_SIGNALED);
 }
 
-/* The stubs work: a good completion is SENT, a position message POSITION. */
+/* The stubs work: a good completion is SENT then LANDED (the RC ack says the
+ * bytes are in the hub's memory), a position message POSITION. */
 static void test_producer_happy_path(void **state)
 {
 	struct rf_fab_conn *c = producer_connect();
@@ -576,9 +577,11 @@ static void test_producer_happy_path(void **state)
 	inject_wc(cq, &(struct ibv_wc){.wr_id = last_send()->wr_id,
 	                               .status = IBV_WC_SUCCESS,
 	                               .opcode = IBV_WC_RDMA_WRITE});
-	assert_int_equal(rf_fab_poll(c, evs, 8, 100), 1);
+	assert_int_equal(rf_fab_poll(c, evs, 8, 100), 2);
 	assert_int_equal(evs[0].type, RF_FAB_EV_SENT);
 	assert_int_equal(evs[0].cookie, 77);
+	assert_int_equal(evs[1].type, RF_FAB_EV_LANDED);
+	assert_int_equal(evs[1].seq, 9);
 
 	assert_non_null(rx);
 	assert_true(rx->len >= RF_RDMA_POS_LEN);
