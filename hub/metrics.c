@@ -50,7 +50,8 @@ struct vol_calc {
 };
 
 struct agent_calc {
-	uint64_t lag_recs, lag_bytes, size;
+	struct agent_lags lags;
+	uint64_t size;
 };
 
 #define U(x) ((struct mval){.u = (uint64_t)(x)})
@@ -92,13 +93,19 @@ static struct mval v_progress(const struct volume *v, const struct vol_calc *c) 
 static struct mval a_connected(const struct hub_agent *a, const struct agent_calc *c) { return U(agent_live(a)); }
 static struct mval a_attached(const struct hub_agent *a, const struct agent_calc *c) { return U(a->peer != NULL); }
 static struct mval a_ring_size(const struct hub_agent *a, const struct agent_calc *c) { return U(c->size); }
-static struct mval a_ring_used(const struct hub_agent *a, const struct agent_calc *c) { return U(c->lag_bytes); }
-static struct mval a_ring_fill(const struct hub_agent *a, const struct agent_calc *c) { return D(c->size ? (double)c->lag_bytes / (double)c->size : 0.0); }
+static struct mval a_ring_used(const struct hub_agent *a, const struct agent_calc *c) { return U(c->lags.total.bytes); }
+static struct mval a_ring_fill(const struct hub_agent *a, const struct agent_calc *c) { return D(c->size ? (double)c->lags.total.bytes / (double)c->size : 0.0); }
 static struct mval a_durable_seq(const struct hub_agent *a, const struct agent_calc *c) { return U(agent_durable_seq(a)); }
 static struct mval a_applied_seq(const struct hub_agent *a, const struct agent_calc *c) { return U(a->durable_seq); }
 static struct mval a_landed_seq(const struct hub_agent *a, const struct agent_calc *c) { return U(a->landed_valid ? a->landed_seq : 0); }
-static struct mval a_lag_recs(const struct hub_agent *a, const struct agent_calc *c) { return U(c->lag_recs); }
-static struct mval a_lag_bytes(const struct hub_agent *a, const struct agent_calc *c) { return U(c->lag_bytes); }
+static struct mval a_lag_recs(const struct hub_agent *a, const struct agent_calc *c) { return U(c->lags.total.records); }
+static struct mval a_lag_bytes(const struct hub_agent *a, const struct agent_calc *c) { return U(c->lags.total.bytes); }
+static struct mval a_dlag_recs(const struct hub_agent *a, const struct agent_calc *c) { return U(c->lags.durable.records); }
+static struct mval a_dlag_bytes(const struct hub_agent *a, const struct agent_calc *c) { return U(c->lags.durable.bytes); }
+static struct mval a_dlag_age(const struct hub_agent *a, const struct agent_calc *c) { return D((double)c->lags.durable.age_ms / 1000.0); }
+static struct mval a_alag_recs(const struct hub_agent *a, const struct agent_calc *c) { return U(c->lags.apply.records); }
+static struct mval a_alag_bytes(const struct hub_agent *a, const struct agent_calc *c) { return U(c->lags.apply.bytes); }
+static struct mval a_alag_age(const struct hub_agent *a, const struct agent_calc *c) { return D((double)c->lags.apply.age_ms / 1000.0); }
 static struct mval a_queued(const struct hub_agent *a, const struct agent_calc *c) { return U(a->have_progress ? a->progress_queued : 0); }
 static struct mval a_progress(const struct hub_agent *a, const struct agent_calc *c) { return U(a->progress_count); }
 static struct mval a_congestions(const struct hub_agent *a, const struct agent_calc *c) { return U(a->congestions); }
@@ -129,9 +136,9 @@ static const struct vol_metric vol_metrics[] = {
     {"rephub_volume_ack_fallbacks_total", "counter",
      "Times the volume's acknowledgement level fell back to async (the agent's current run).",
      v_ack_fallbacks},
-    {"rephub_volume_lag_records", "gauge", "Records landed in the ring but not durable yet.",
+    {"rephub_volume_lag_records", "gauge", "Records landed in the ring but not applied yet.",
      v_lag_recs},
-    {"rephub_volume_lag_bytes", "gauge", "Ring bytes landed but not durable yet.", v_lag_bytes},
+    {"rephub_volume_lag_bytes", "gauge", "Ring bytes landed but not applied yet.", v_lag_bytes},
     {"rephub_volume_ring_fill", "gauge", "Fraction (0..1) of the owning agent's ring in use.",
      v_fill},
     {"rephub_volume_dirty_bytes", "gauge",
@@ -156,7 +163,7 @@ static const struct agent_metric agent_metrics[] = {
     {"rephub_agent_attached", "gauge", "1 while the agent's data path is attached.", a_attached},
     {"rephub_agent_ring_size_bytes", "gauge", "Data area of the agent's ring in bytes.",
      a_ring_size},
-    {"rephub_agent_ring_used_bytes", "gauge", "Ring bytes landed but not durable yet.",
+    {"rephub_agent_ring_used_bytes", "gauge", "Ring bytes landed but not applied yet.",
      a_ring_used},
     {"rephub_agent_ring_fill", "gauge", "Fraction (0..1) of the ring in use.", a_ring_fill},
     {"rephub_agent_durable_seq", "gauge",
@@ -167,8 +174,18 @@ static const struct agent_metric agent_metrics[] = {
      a_applied_seq},
     {"rephub_agent_landed_seq", "gauge", "Every record up to this sequence has landed.",
      a_landed_seq},
-    {"rephub_agent_lag_records", "gauge", "Records landed but not durable yet.", a_lag_recs},
-    {"rephub_agent_lag_bytes", "gauge", "Bytes landed but not durable yet.", a_lag_bytes},
+    {"rephub_agent_lag_records", "gauge", "Records landed but not applied yet.", a_lag_recs},
+    {"rephub_agent_lag_bytes", "gauge", "Bytes landed but not applied yet.", a_lag_bytes},
+    {"rephub_agent_durable_lag_records", "gauge", "Records landed but not durable yet.",
+     a_dlag_recs},
+    {"rephub_agent_durable_lag_bytes", "gauge", "Bytes landed but not durable yet.", a_dlag_bytes},
+    {"rephub_agent_durable_lag_seconds", "gauge",
+     "Age of the oldest record landed but not durable (0 when unknown).", a_dlag_age},
+    {"rephub_agent_apply_lag_records", "gauge", "Records durable but not applied yet.",
+     a_alag_recs},
+    {"rephub_agent_apply_lag_bytes", "gauge", "Bytes durable but not applied yet.", a_alag_bytes},
+    {"rephub_agent_apply_lag_seconds", "gauge",
+     "Age of the oldest record durable but not applied (0 when unknown).", a_alag_age},
     {"rephub_agent_queued_records", "gauge", "Records the agent has queued, not yet posted.",
      a_queued},
     {"rephub_agent_progress_total", "counter", "PROGRESS reports received from the agent.",
@@ -360,10 +377,14 @@ static void vol_calc(const struct volume *v, struct vol_calc *c)
 {
 	const struct hub_agent *a = v->owner;
 
+	struct agent_lags lags;
+
 	memset(c, 0, sizeof(*c));
 	if (!a)
 		return;
-	status_agent_lag(a, &c->lag_recs, &c->lag_bytes);
+	status_agent_lags(a, &lags);
+	c->lag_recs = lags.total.records;
+	c->lag_bytes = lags.total.bytes;
 	if (a->ring)
 		c->fill = (double)c->lag_bytes / (double)rf_ring_data_size(a->ring);
 }
@@ -388,7 +409,7 @@ char *metrics_text(struct hub *h, size_t *len)
 		vol_calc(&h->vols[i], &vc[i]);
 	i = 0;
 	for (const struct hub_agent *a = h->agents; a; a = a->next, i++) {
-		status_agent_lag(a, &ac[i].lag_recs, &ac[i].lag_bytes);
+		status_agent_lags(a, &ac[i].lags);
 		ac[i].size = a->ring ? rf_ring_data_size(a->ring) : 0;
 	}
 

@@ -105,54 +105,54 @@ static const char *ack_level_name(uint8_t ack)
 	return ack == 2 ? "durable" : ack == 1 ? "landed" : "async";
 }
 
-/* Records (and bytes) that landed but are not durable yet. */
-static void agent_lag(const struct hub_agent *a, uint64_t *recs, uint64_t *bytes)
+static void lag_age(struct agent_lag *l, uint64_t ts_ns, int64_t now_ms)
+{
+	int64_t t = (int64_t)(ts_ns / 1000000);
+
+	l->age_known = l->records == 0 || ts_ns != 0;
+	l->age_ms = l->records && ts_ns && now_ms > t ? (uint64_t)(now_ms - t) : 0;
+}
+
+void status_agent_lags(const struct hub_agent *a, struct agent_lags *l)
 {
 	struct rf_ring_scan_result res;
+	uint64_t applied = a->durable_seq, durable = agent_durable_seq(a), landed = applied, dpos;
+	int64_t now = hub_wall_ms();
 
-	*recs = *bytes = 0;
+	memset(l, 0, sizeof(*l));
+	l->total.age_known = l->durable.age_known = l->apply.age_known = a->ring != NULL;
 	if (!a->ring)
 		return;
-	if (a->landed_valid && a->landed_seq >= a->durable_seq)
-		*recs = a->landed_seq + 1 - a->durable_seq;
-	if (*recs) {
-		rf_ring_scan(a->ring, &res);
-		*bytes = res.bytes;
-	}
+	if (a->landed_valid && a->landed_seq + 1 > landed)
+		landed = a->landed_seq + 1;
+	if (durable > landed) /* after a restart, before the first DATA event */
+		landed = durable;
+	l->total.records = landed - applied;
+	l->durable.records = landed - durable;
+	l->apply.records = durable - applied;
+	if (!l->total.records)
+		return;
+	rf_ring_scan(a->ring, &res);
+	dpos = res.start_pos;
+	if (a->ring_pmem && res.durable_pos > dpos)
+		dpos = res.durable_pos < res.end_pos ? res.durable_pos : res.end_pos;
+	l->total.bytes = res.bytes;
+	l->durable.bytes = res.end_pos - dpos;
+	l->apply.bytes = dpos - res.start_pos;
+	lag_age(&l->total, res.first_ts_ns, now);
+	lag_age(&l->durable, a->ring_pmem ? res.durable_ts_ns : res.first_ts_ns, now);
+	lag_age(&l->apply, res.first_ts_ns, now);
 }
 
-/*
- * How old the oldest landed but not yet durable record is: the hub's clock
- * minus the agent's write time (CLOCK_REALTIME) of the record at the ring's
- * head. 0 without lag; false when unknown (no ring, the head does not peek,
- * a producer that sets no timestamps).
- */
-static bool agent_lag_ms(const struct hub_agent *a, uint64_t lag_recs, uint64_t *ms)
+/* "KEY_records":..,"KEY_bytes":..,"KEY_ms":.. (null when the age is unknown) */
+static void sb_lag(struct sb *b, const char *key, const struct agent_lag *l)
 {
-	struct rf_ring_record rec;
-	int64_t now, t;
-
-	*ms = 0;
-	if (!lag_recs)
-		return true;
-	if (!a->ring || rf_ring_peek(a->ring, &rec, NULL) || !rec.timestamp_ns)
-		return false;
-	now = hub_wall_ms();
-	t = (int64_t)(rec.timestamp_ns / 1000000);
-	*ms = now > t ? (uint64_t)(now - t) : 0;
-	return true;
-}
-
-static void sb_key_lag_ms(struct sb *b, const struct hub_agent *a, uint64_t lag_recs)
-{
-	uint64_t ms;
-
-	if (a && agent_lag_ms(a, lag_recs, &ms))
-		sb_key_u64(b, "lag_ms", ms);
-	else if (!a)
-		sb_key_u64(b, "lag_ms", 0);
+	sb_printf(b, "\"%srecords\":%" PRIu64 ",\"%sbytes\":%" PRIu64 ",", key, l->records, key,
+	          l->bytes);
+	if (l->age_known)
+		sb_printf(b, "\"%sms\":%" PRIu64 ",", key, l->age_ms);
 	else
-		sb_printf(b, "\"lag_ms\":null,");
+		sb_printf(b, "\"%sms\":null,", key);
 }
 
 /*
@@ -396,13 +396,15 @@ static void resync_json(struct sb *b, const struct volume *v, int64_t now)
 static void volume_json(struct sb *b, const struct volume *v, int64_t now)
 {
 	const struct hub_agent *a = v->owner;
-	uint64_t synced = volume_synced_bytes(v), lag_recs = 0, lag_bytes = 0;
+	uint64_t synced = volume_synced_bytes(v);
+	struct agent_lags lags = {
+	    .total.age_known = true, .durable.age_known = true, .apply.age_known = true};
 	double fill = 0;
 
 	if (a) {
-		agent_lag(a, &lag_recs, &lag_bytes);
+		status_agent_lags(a, &lags);
 		if (a->ring)
-			fill = (double)lag_bytes / (double)rf_ring_data_size(a->ring);
+			fill = (double)lags.total.bytes / (double)rf_ring_data_size(a->ring);
 	}
 	sb_printf(b, "{");
 	sb_key_str(b, "name", v->cfg->name, true);
@@ -418,10 +420,16 @@ static void volume_json(struct sb *b, const struct volume *v, int64_t now)
 		sb_key_u64(b, "vol_id", v->vol_id);
 	else
 		sb_printf(b, "\"vol_id\":null,");
-	sb_key_u64(b, "durable_seq", a ? a->durable_seq : 0);
-	sb_key_u64(b, "lag_records", lag_recs);
-	sb_key_u64(b, "lag_bytes", lag_bytes);
-	sb_key_lag_ms(b, a, lag_recs);
+	/* The agent's positions: a volume's records are in its agent's sequence. */
+	sb_key_u64(b, "durable_seq", a ? agent_durable_seq(a) : 0);
+	sb_key_u64(b, "applied_seq", a ? a->durable_seq : 0);
+	if (a && a->landed_valid)
+		sb_key_u64(b, "landed_seq", a->landed_seq);
+	else
+		sb_printf(b, "\"landed_seq\":null,");
+	sb_lag(b, "lag_", &lags.total);
+	sb_lag(b, "durable_lag_", &lags.durable);
+	sb_lag(b, "apply_lag_", &lags.apply);
 	sb_key_u64(b, "dirty_bytes", v->dirty_bytes);
 	sb_key_str(b, "ack", v->ack_known ? ack_level_name(v->ack) : NULL, true);
 	sb_key_bool(b, "ack_fallback", v->ack_fallback);
@@ -457,9 +465,10 @@ static void volume_json(struct sb *b, const struct volume *v, int64_t now)
 
 static void agent_json(struct sb *b, const struct hub_agent *a, int64_t now)
 {
-	uint64_t lag_recs, lag_bytes, size = a->ring ? rf_ring_data_size(a->ring) : 0;
+	uint64_t size = a->ring ? rf_ring_data_size(a->ring) : 0;
+	struct agent_lags lags;
 
-	agent_lag(a, &lag_recs, &lag_bytes);
+	status_agent_lags(a, &lags);
 	sb_printf(b, "{");
 	sb_key_str(b, "id", a->id, true);
 	sb_key_bool(b, "connected", agent_live(a));
@@ -468,8 +477,8 @@ static void agent_json(struct sb *b, const struct hub_agent *a, int64_t now)
 	sb_key_u64(b, "session", agent_live(a) ? a->session : 0);
 	sb_key_str(b, "ring", a->ring_path, true);
 	sb_key_u64(b, "ring_size", size);
-	sb_key_u64(b, "ring_used_bytes", lag_bytes);
-	sb_printf(b, "\"ring_fill\":%.6f,", size ? (double)lag_bytes / (double)size : 0.0);
+	sb_key_u64(b, "ring_used_bytes", lags.total.bytes);
+	sb_printf(b, "\"ring_fill\":%.6f,", size ? (double)lags.total.bytes / (double)size : 0.0);
 	/* The three positions (docs/DURABILITY.md): landed >= durable >= applied. */
 	sb_key_u64(b, "durable_seq", agent_durable_seq(a));
 	sb_key_u64(b, "applied_seq", a->durable_seq);
@@ -479,9 +488,9 @@ static void agent_json(struct sb *b, const struct hub_agent *a, int64_t now)
 		sb_key_u64(b, "landed_seq", a->landed_seq);
 	else
 		sb_printf(b, "\"landed_seq\":null,");
-	sb_key_u64(b, "lag_records", lag_recs);
-	sb_key_u64(b, "lag_bytes", lag_bytes);
-	sb_key_lag_ms(b, a, lag_recs);
+	sb_lag(b, "lag_", &lags.total);
+	sb_lag(b, "durable_lag_", &lags.durable);
+	sb_lag(b, "apply_lag_", &lags.apply);
 	if (a->have_progress) {
 		sb_key_u64(b, "next_seq", a->progress_next_seq);
 		sb_key_u64(b, "queued", a->progress_queued);
@@ -577,12 +586,6 @@ char *status_json(struct hub *h, size_t *len)
 	}
 	*len = b.len;
 	return b.p;
-}
-
-/* For metrics.c: the same numbers the status JSON shows. */
-void status_agent_lag(const struct hub_agent *a, uint64_t *recs, uint64_t *bytes)
-{
-	agent_lag(a, recs, bytes);
 }
 
 bool status_volume_caught_up(const struct volume *v)

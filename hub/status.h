@@ -16,8 +16,23 @@
 
 /* The status JSON (malloc'ed, *@len bytes), or NULL without memory. */
 char *status_json(struct hub *h, size_t *len);
-/* Records (and bytes) that landed but are not durable yet. */
-void status_agent_lag(const struct hub_agent *a, uint64_t *recs, uint64_t *bytes);
+/* The distance between two of an agent's positions (docs/DURABILITY.md). */
+struct agent_lag {
+	uint64_t records, bytes;
+	bool age_known;  /* false: a record without a timestamp, or no ring */
+	uint64_t age_ms; /* the hub's clock minus the oldest record's write time */
+};
+
+/* An agent's lags: total, landed -> applied (the ring in use); durable,
+ * landed -> durable; apply, durable -> applied. Under rule apply durable ==
+ * applied, so durable == total and apply is 0. */
+struct agent_lags {
+	struct agent_lag total, durable, apply;
+};
+
+/* The same numbers the status JSON shows (walks the ring when it holds
+ * records: rf_ring_scan). */
+void status_agent_lags(const struct hub_agent *a, struct agent_lags *out);
 bool status_volume_caught_up(const struct volume *v);
 /* Free the rate windows (hub_fini). */
 void status_fini(struct hub *h);

@@ -663,6 +663,7 @@ int rf_ring_scan(const struct rf_ring *ring, struct rf_ring_scan_result *res)
 	memset(res, 0, sizeof(*res));
 	res->start_pos = pos;
 	res->start_seq = seq;
+	rf_ring_durable(ring, &res->durable_pos, &res->durable_seq);
 	for (;;) {
 		if (pos - ring->head_pos >= g->data_size) {
 			res->stop.status = RF_RING_ST_FULL;
@@ -674,17 +675,21 @@ int rf_ring_scan(const struct rf_ring *ring, struct rf_ring_scan_result *res)
 		if (ring_check_record(g, ring_data(ring), pos, seq, &rec, &res->stop) !=
 		    RF_RING_ST_OK)
 			break;
-		if (rec.type == RF_RING_REC_PAD)
+		if (rec.type == RF_RING_REC_PAD) {
 			res->pads++;
-		else
+		} else {
 			res->records++;
+			if (res->records == 1)
+				res->first_ts_ns = rec.timestamp_ns;
+			if (pos >= res->durable_pos && !res->durable_ts_ns)
+				res->durable_ts_ns = rec.timestamp_ns;
+		}
 		pos = rec.next_pos;
 		seq = rec.next_seq;
 	}
 	res->end_pos = pos;
 	res->end_seq = seq;
 	res->bytes = pos - ring->head_pos;
-	rf_ring_durable(ring, &res->durable_pos, &res->durable_seq);
 	return 0;
 }
 

@@ -324,26 +324,41 @@ static void print_volumes(const struct json *vols)
 	}
 }
 
+/* A sequence, or "-" when the hub does not know it yet. */
+static const char *seq_text(const struct json *v, char *buf, size_t len)
+{
+	if (!v || !v->is_u64)
+		return "-";
+	snprintf(buf, len, "%" PRIu64, v->u64);
+	return buf;
+}
+
 static void print_agents(const struct json *agents)
 {
 	int aw = col_width(agents, "id", 5);
-	char b1[32], b2[32];
+	char b1[32], b2[32], b3[32], b4[32];
 
-	printf("\n%-*s %-10s %-9s %12s %10s %7s %7s %12s %8s %7s %11s\n", aw, "AGENT", "CONNECTED",
-	       "ATTACHED", "DURABLE_SEQ", "RING_USED", "FILL", "LAG_AGE", "RECORDS", "INVALID",
-	       "FENCES", "CONGESTIONS");
+	printf("\n%-*s %-10s %-9s %-5s %10s %10s %10s %10s %7s %8s %9s %12s %8s %7s %11s\n", aw,
+	       "AGENT", "CONNECTED", "ATTACHED", "RULE", "LANDED", "DURABLE", "APPLIED",
+	       "RING_USED", "FILL", "DUR_AGE", "APPLY_AGE", "RECORDS", "INVALID", "FENCES",
+	       "CONGESTIONS");
 	for (size_t i = 0; i < agents->n; i++) {
-		const struct json *a = &agents->kid[i], *lag = json_get(a, "lag_ms");
+		const struct json *a = &agents->kid[i], *dlag = json_get(a, "durable_lag_ms"),
+		                  *alag = json_get(a, "apply_lag_ms");
 
-		printf("%-*s %-10s %-9s %12" PRIu64 " %10s %6.1f%% %7s %12" PRIu64 " %8" PRIu64
-		       " %7" PRIu64 " %11" PRIu64 "\n",
+		printf("%-*s %-10s %-9s %-5s %10s %10" PRIu64 " %10" PRIu64 " %10s %6.1f%% %8s %9s "
+		       "%12" PRIu64 " %8" PRIu64 " %7" PRIu64 " %11" PRIu64 "\n",
 		       aw, json_str(json_get(a, "id"), "?"),
 		       json_bool(json_get(a, "connected"), false) ? "yes" : "no",
 		       json_bool(json_get(a, "attached"), false) ? "yes" : "no",
+		       json_str(json_get(a, "durability"), "-"),
+		       seq_text(json_get(a, "landed_seq"), b3, sizeof(b3)),
 		       json_u64(json_get(a, "durable_seq"), 0),
+		       json_u64(json_get(a, "applied_seq"), 0),
 		       human(json_u64(json_get(a, "ring_used_bytes"), 0), b1, sizeof(b1)),
 		       100.0 * json_num(json_get(a, "ring_fill"), 0),
-		       lag && lag->is_u64 ? duration_ms(lag->u64, b2, sizeof(b2)) : "?",
+		       dlag && dlag->is_u64 ? duration_ms(dlag->u64, b2, sizeof(b2)) : "?",
+		       alag && alag->is_u64 ? duration_ms(alag->u64, b4, sizeof(b4)) : "?",
 		       json_u64(json_get(a, "records"), 0),
 		       json_u64(json_get(a, "invalid_records"), 0),
 		       json_u64(json_get(a, "fences"), 0), json_u64(json_get(a, "congestions"), 0));

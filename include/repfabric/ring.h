@@ -122,6 +122,8 @@ struct rf_ring_scan_result {
 	uint64_t durable_pos, durable_seq; /* the durable mark (rf_ring_durable); a
 	                                      prefix ending before it lost records
 	                                      that were acknowledged durable */
+	uint64_t first_ts_ns;              /* timestamp of the prefix's first record (0: none) */
+	uint64_t durable_ts_ns;            /* of its first record at or past the durable mark */
 };
 
 /* ---- Pure format helpers ---------------------------------------------- */

@@ -54,7 +54,9 @@ vol_line | grep -qE '^vm1-disk0 +unknown +0 B +0% +- +- +- ' ||
 rf_log "--json keeps the fields it had"
 "$repctl" --hub "$hub" status --json >"$RF_TMP/status.json"
 for f in name recovery state size synced_bytes synced_percent agent agent_connected reported \
-	vol_id durable_seq lag_records lag_bytes ring_fill dirty_bytes resend_bytes resent_bytes \
+	vol_id durable_seq applied_seq landed_seq lag_records lag_bytes durable_lag_records \
+	durable_lag_bytes durable_lag_ms apply_lag_records apply_lag_bytes apply_lag_ms \
+	ring_fill dirty_bytes resend_bytes resent_bytes \
 	resyncs resync_cause resync_elapsed_ms last_resync_cause last_resync_ms last_resync_bytes \
 	progress_count progress_age_ms caught_up records bytes invalid_records sync \
 	sync_rate_bps sync_rate_window_ms eta_s resync_percent lag_ms journal; do
@@ -121,8 +123,8 @@ jq -e '.eta_s == null and .sync_rate_bps == null and .sync == null and
 	{ echo "$v"; rf_fail "the JSON once protected"; }
 "$repctl" --hub "$hub" status --json | jq -e '.agents[0] | has("lag_ms")' >/dev/null ||
 	rf_fail "no lag_ms for the agent"
-"$repctl" --hub "$hub" status | grep -qE '^AGENT +CONNECTED +ATTACHED +DURABLE_SEQ +RING_USED +FILL +LAG_AGE ' ||
-	rf_fail "the agents' table has no DURABLE_SEQ / LAG_AGE"
+"$repctl" --hub "$hub" status | grep -qE '^AGENT +CONNECTED +ATTACHED +RULE +LANDED +DURABLE +APPLIED +RING_USED +FILL +DUR_AGE +APPLY_AGE ' ||
+	rf_fail "the agents' table has no positions (LANDED DURABLE APPLIED) / lag ages"
 kill -TERM "$sim_pid"
 wait "$sim_pid" || rf_fail "the simulated agent failed"
 

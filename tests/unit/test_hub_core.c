@@ -31,6 +31,7 @@
 #include "drain.h"
 #include "journal.h"
 #include "points.h"
+#include "status.h"
 #include "volstate.h"
 
 #define VOL       (64u * 1024)
@@ -171,10 +172,13 @@ static void add_journal(uint64_t retain_ms, uint64_t retain_bytes)
 	assert_int_equal(journal_open(F.v->jr, dir, &p), 0);
 }
 
-/* Produce one record into the agent's ring; returns its sequence. */
-static uint64_t put(uint16_t type, uint32_t vol_id, uint64_t off, uint32_t len, int byte)
+/* Produce one record into the agent's ring, written at @ts_ns (the agent's
+ * clock); returns its sequence. */
+static uint64_t put_at(uint16_t type, uint32_t vol_id, uint64_t off, uint32_t len, int byte,
+                       uint64_t ts_ns)
 {
-	struct rf_ring_desc d = {.type = type, .volume_id = vol_id, .offset = off, .length = len};
+	struct rf_ring_desc d = {
+	    .type = type, .volume_id = vol_id, .offset = off, .length = len, .timestamp_ns = ts_ns};
 	struct rf_ring_image img;
 	uint8_t *pl = F.buf + RF_RING_REC_HDR_SIZE;
 
@@ -185,6 +189,11 @@ static uint64_t put(uint16_t type, uint32_t vol_id, uint64_t off, uint32_t len, 
 	assert_int_equal(rf_ring_producer_encode(F.p, &d, F.buf, F.buf_len, &img), 0);
 	assert_int_equal(rf_ring_write_local(F.a->ring, &img), 0);
 	return img.seq;
+}
+
+static uint64_t put(uint16_t type, uint32_t vol_id, uint64_t off, uint32_t len, int byte)
+{
+	return put_at(type, vol_id, off, len, byte, 0);
 }
 
 /* The record as drain_batch would see it, for apply_record. */
@@ -502,6 +511,66 @@ static void test_point_resolution(void **state)
 	assert_int_equal(seq, 42);
 }
 
+/* ---- the three positions and their lags (status_agent_lags) -------------- */
+
+static void assert_lag(const struct agent_lag *l, uint64_t recs, uint64_t bytes, uint64_t age_ms)
+{
+	assert_int_equal(l->records, recs);
+	assert_int_equal(l->bytes, bytes);
+	assert_true(l->age_known);
+	assert_int_equal(l->age_ms, age_ms);
+}
+
+/*
+ * Rule pmem: three records land (written 900, 600 and 300 ms ago), the
+ * first two are made durable in the ring, none applied: landed -> durable
+ * is the third, durable -> applied the first two, each with the age of its
+ * oldest record; then the drain applies everything and every lag is 0.
+ */
+static void test_position_lags(void **state)
+{
+	struct drain_result res;
+	struct agent_lags l;
+	uint64_t ms = 1000000, s1, s3, rs = rf_ring_record_size(BLK);
+
+	(void)state;
+	rf_ring_force_pmem(F.a->ring);
+	F.a->ring_pmem = true;
+	wall_now = 5000;
+	status_agent_lags(F.a, &l);
+	assert_lag(&l.total, 0, 0, 0);
+	s1 = put_at(RF_RING_REC_DATA, VOL_ID, 0, BLK, 1, 4100 * ms);
+	put_at(RF_RING_REC_DATA, VOL_ID, BLK, BLK, 2, 4400 * ms);
+	s3 = put_at(RF_RING_REC_DATA, VOL_ID, 2 * BLK, BLK, 3, 4700 * ms);
+	F.a->landed_valid = true;
+	F.a->landed_seq = s3;
+	status_agent_lags(F.a, &l);
+	assert_lag(&l.total, 3, 3 * rs, 900);
+	assert_lag(&l.durable, 3, 3 * rs, 900);
+	assert_lag(&l.apply, 0, 0, 0);
+	assert_int_equal(rf_ring_make_durable(F.a->ring, s1 + 1, NULL), 2);
+	assert_int_equal(agent_durable_seq(F.a), s1 + 2);
+	status_agent_lags(F.a, &l);
+	assert_lag(&l.total, 3, 3 * rs, 900);
+	assert_lag(&l.durable, 1, rs, 300);
+	assert_lag(&l.apply, 2, 2 * rs, 900);
+	/* A record without a timestamp: its age is unknown, not 0. */
+	put_at(RF_RING_REC_DATA, VOL_ID, 3 * BLK, BLK, 4, 0);
+	F.a->landed_seq = s3 + 1;
+	assert_int_equal(rf_ring_make_durable(F.a->ring, s3 + 1, NULL), 2);
+	status_agent_lags(F.a, &l);
+	assert_int_equal(l.durable.records, 0);
+	assert_true(l.durable.age_known);
+	assert_int_equal(l.apply.records, 4);
+	assert_int_equal(l.apply.age_ms, 900);
+	/* The drain applies all four: nothing lags. */
+	assert_int_equal(drain_batch(F.a, DRAIN_OFFLINE, &res), 4);
+	status_agent_lags(F.a, &l);
+	assert_lag(&l.total, 0, 0, 0);
+	assert_lag(&l.durable, 0, 0, 0);
+	assert_lag(&l.apply, 0, 0, 0);
+}
+
 static void test_view_covers_its_point(void **state)
 {
 	uint8_t out[BLK], w[100];
@@ -551,6 +620,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_retention_size, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_point_resolution, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_view_covers_its_point, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_position_lags, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
