@@ -770,6 +770,8 @@ int rf_agent_vol_set_ack(struct rf_agent_vol *v, enum rf_agent_ack level, int ti
 	v->ack = level;
 	v->ack_timeout_ms = timeout_ms;
 	v->ack_poll_us = poll_us;
+	if (level != RF_AGENT_ACK_ASYNC && poll_us > atomic_load(&v->agent->loop_spin_us))
+		atomic_store(&v->agent->loop_spin_us, poll_us);
 	pthread_mutex_unlock(&v->agent->lock);
 	return 0;
 }

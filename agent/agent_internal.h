@@ -262,6 +262,8 @@ struct rf_agent {
 	uint64_t landed_ticket;  /* every ticket up to it has landed (this epoch) */
 	uint64_t epoch_landed;   /* max(landed, durable)_ticket when the previous epoch ended */
 	_Atomic unsigned landed_vols; /* volumes at level landed: ask the fabric for LANDED */
+	_Atomic unsigned ack_waiting; /* writers in rf_agent_write_ack's wait */
+	_Atomic int loop_spin_us;     /* the largest repagent-poll-us of a waiting level */
 	uint64_t link_epoch;          /* teardowns so far */
 	uint64_t epoch_confirmed;     /* durable_ticket when the previous epoch ended */
 	uint64_t reconnects, records, record_bytes, sync_reads, resent_bytes, overflow_writes;

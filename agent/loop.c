@@ -310,6 +310,31 @@ static bool link_process(struct rf_agent *a, bool stopping)
 	return more;
 }
 
+/*
+ * While a writer waits for its acknowledgement level and a volume asked
+ * for a busy-poll (repagent-poll-us), look for the hub's answer without
+ * sleeping, for up to that long: the completion is then seen without a
+ * wake-up of this thread (docs/DURABILITY.md). Returns what epoll_wait
+ * returned, or 0 when the budget ran out or nobody waits any more.
+ */
+static int spin_wait(struct rf_agent *a, struct epoll_event *evs, int max)
+{
+	int spin_us = atomic_load(&a->loop_spin_us);
+	int64_t until;
+	int n;
+
+	if (!spin_us || a->link != RFA_LINK_LINKED || !atomic_load(&a->ack_waiting))
+		return 0;
+	until = rf_now_us() + spin_us;
+	do {
+		n = epoll_wait(a->epfd, evs, max, 0);
+		if (n != 0)
+			return n;
+		rf_cpu_relax();
+	} while (atomic_load(&a->ack_waiting) && rf_now_us() < until);
+	return 0;
+}
+
 void *rfa_loop_main(void *arg)
 {
 	struct rf_agent *a = arg;
@@ -344,7 +369,9 @@ void *rfa_loop_main(void *arg)
 			next = min64(next, min64(stop_deadline, rf_now_ms() + 50));
 		arm_timer(a, next);
 
-		nev = epoll_wait(a->epfd, evs, 8, more || c->reap ? 0 : -1);
+		nev = more || c->reap ? 0 : spin_wait(a, evs, 8);
+		if (nev == 0)
+			nev = epoll_wait(a->epfd, evs, 8, more || c->reap ? 0 : -1);
 		if (nev < 0 && errno != EINTR) {
 			RF_ERR("agent", "epoll_wait: %s", strerror(errno));
 			break;

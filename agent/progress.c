@@ -18,11 +18,6 @@
 
 #define PROGRESS_MIN_MS 100 /* a changed PROGRESS waits at least this long */
 
-#if defined(__x86_64__) || defined(__i386__)
-#define cpu_relax() __builtin_ia32_pause()
-#else
-#define cpu_relax() __asm__ __volatile__("" ::: "memory")
-#endif
 #define PROGRESS_MAX_MS 1000 /* an unchanged one is sent this often */
 
 /* ---- PROGRESS -------------------------------------------------------------- */
@@ -369,14 +364,17 @@ int rf_agent_write_ack(struct rf_agent_vol *v, const struct rf_agent_ticket *t)
 		                 "queue is full)");
 		return -EAGAIN;
 	}
-	/* A bounded spin first (repagent-poll-us): no sleep, no wake-up. */
+	/* A bounded spin first (repagent-poll-us): no sleep, no wake-up. The
+	 * loop thread spins too while someone waits (rfa_loop_spin). */
+	atomic_fetch_add(&a->ack_waiting, 1);
 	spin_until = poll_us ? rf_now_us() + poll_us : 0;
 	while (spin_until && ticket_reached(a, level) < t->id && rf_now_us() < spin_until)
-		cpu_relax();
+		rf_cpu_relax();
 	deadline_after(&dl, timeout_ms);
 	pthread_mutex_lock(&a->lock);
 	while ((rc = ticket_state(a, t, level)) == -EAGAIN && a->running && wrc != ETIMEDOUT)
 		wrc = pthread_cond_timedwait(&a->durable_cv, &a->lock, &dl);
+	atomic_fetch_sub(&a->ack_waiting, 1);
 	if (rc == 0)
 		v->ack_waits++;
 	running = a->running;

@@ -353,6 +353,55 @@ def build(parts):
             g["vols8_mb_per_s"] = v8["mb_per_s"]
     cmp_["g"] = g
 
+    # h: guest-visible 4 KiB QD1 latency per acknowledgement level (VM):
+    # fio through nbdkit + filter vs plain nbdkit; what a level adds, over
+    # the verbs round trip (goal: durable adds <= 2x).
+    h = {"goal": "durable adds <= 2x RTT", "goal_max": 2.0, "levels": {}}
+    plain = fio_job(raw.get("h-plain"), "rand4k")
+    rows = perftest_rows(raw.get("b-anchor"), 4096)
+    rtt = 2 * rows[-1][3] if rows else None
+    if plain:
+        h["plain_p50_us"], h["plain_p99_us"] = plain["clat_p50_us"], plain["clat_p99_us"]
+        h["plain_iops"] = plain["iops"]
+    if rtt:
+        h["anchor_rtt_us"] = rtt
+    for key in sorted(raw):
+        m = re.match(r"^h-(async|landed|durable)-p(\d+)$", key)
+        j = fio_job(raw.get(key), "rand4k") if m else None
+        if not j:
+            continue
+        lv = {"level": m.group(1), "poll_us": int(m.group(2)), "p50_us": j["clat_p50_us"],
+              "p99_us": j["clat_p99_us"], "iops": j["iops"]}
+        if plain:
+            lv["added_p50_us"] = j["clat_p50_us"] - plain["clat_p50_us"]
+            lv["p50_ratio_to_plain"] = j["clat_p50_us"] / plain["clat_p50_us"] if plain["clat_p50_us"] else None
+            if rtt:
+                lv["added_over_rtt"] = lv["added_p50_us"] / rtt
+        h["levels"]["%s-p%s" % (m.group(1), m.group(2))] = lv
+    dur = [v["added_over_rtt"] for v in h["levels"].values()
+           if v["level"] == "durable" and v.get("added_over_rtt") is not None]
+    if dur:
+        h["ratio"] = min(dur)
+    elif not skipped("h"):
+        h["not_measured"] = "the VM run produced no fio result at level durable, plain or no ib_write_lat (vm-errors: %s)" % (
+            (raw.get("vm-errors") or "none").strip())
+    # lags between the three positions under load (status sampled during fio 64k QD16, async)
+    lags = []
+    try:
+        with open(os.path.join(parts, "h-lags.jsonl")) as f:
+            lags = [json.loads(x) for x in f if x.strip()]
+    except (OSError, ValueError):
+        lags = []
+    if lags:
+        summ = {"samples": len(lags)}
+        for fld in ("durable_lag_records", "durable_lag_bytes", "durable_lag_ms",
+                    "apply_lag_records", "apply_lag_bytes", "apply_lag_ms", "lag_records",
+                    "lag_bytes", "lag_ms"):
+            xs = [x.get(fld) for x in lags if isinstance(x.get(fld), (int, float))]
+            summ[fld] = {"median": median(xs), "max": max(xs) if xs else None}
+        h["lags_under_load"] = summ
+    cmp_["h"] = h
+
     # verdicts: a comparison that was skipped (tool missing, no VM, not
     # selected) is NOT MEASURED; one that ran but gave no figure is FAILED
     for k, v in cmp_.items():
@@ -378,7 +427,7 @@ def verdict(k, v):
     if k != "e" and v.get("ratio") is None:
         v.setdefault("not_measured", "no figure")
         return "FAILED"
-    if k == "b":
+    if k in ("b", "h"):
         return "PASS" if v["ratio"] <= v["goal_max"] else "MISS"
     if k == "e":
         if "rand4k" not in v or "seq1m" not in v:
@@ -539,6 +588,12 @@ def markdown(doc, plots_rel, have_plots, profile_text, json_rel):
     w("| g | 1/2/4/8 agents, tcp 64 KiB, QD4 each: lowest aggregate MB/s over 1 agent's; hub RSS per added agent %s | 1 agent | **%s** | %s | %s | |" % (
         "spread (max/min) %s" % fmt(g.get("hub_kb_per_agent_spread"), 2), fmt(g.get("ratio"), 2), g["goal"],
         g["verdict"] + (" (%s)" % nm(g) if g["verdict"] in ("NOT MEASURED", "FAILED") else "")))
+    h = c["h"]
+    w("| h | guest 4 KiB QD1 write (fio via nbdkit + filter, VM) at `durable`, best poll: p50 adds %s us to plain nbdkit (%s us) | `ib_write_lat -s 4096` round trip: %s us | **%s** | %s | %s | |" % (
+        fmt(min((v["added_p50_us"] for v in h["levels"].values()
+                 if v["level"] == "durable" and v.get("added_p50_us") is not None), default=None)),
+        fmt(h.get("plain_p50_us")), fmt(h.get("anchor_rtt_us")), fmt(h.get("ratio"), 2), h["goal"],
+        h["verdict"] + (" (%s)" % nm(h) if h["verdict"] in ("NOT MEASURED", "FAILED") else "")))
     w("")
     misses = [k for k, v in c.items() if v["verdict"] == "MISS"]
     unmeasured = [k for k, v in c.items() if v["verdict"] == "NOT MEASURED"]
@@ -645,6 +700,41 @@ def markdown(doc, plots_rel, have_plots, profile_text, json_rel):
             w("Hub CPU during each filtered fio run: %s s; hub peak RSS %.1f MB." % (
                 ", ".join("%.2f" % (eh["hub_cpu_ticks"] / eh["clk_tck"]) for eh in ehs),
                 max(eh["hub_rss_kb"] for eh in ehs) / 1024.0))
+        w("")
+    if h.get("levels"):
+        w("### h: guest write latency per acknowledgement level (soft-RoCE VM, ring on the NVDIMM)")
+        w("")
+        w("fio `--ioengine=nbd`, 4 KiB random writes at QD1 for the run's vm_secs, through nbdkit + "
+          "the repagent filter (`repagent-ack=LEVEL`, `repagent-poll-us=POLL`; with POLL > 0 the "
+          "hub's `poll_us` is the same), against plain `nbdkit file` in the same boot. \"adds\" is "
+          "the p50 minus plain's p50; over RTT divides that by `ib_write_lat`'s round trip.")
+        w("")
+        w("| level | poll us | p50 us | p99 us | IOPS | adds (p50) us | adds / RTT | p50 / plain |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        w("| plain nbdkit | | %s | %s | %s | | | |" % (
+            fmt(h.get("plain_p50_us")), fmt(h.get("plain_p99_us")), fmt(h.get("plain_iops"))))
+        order = {"async": 0, "landed": 1, "durable": 2}
+        for key, v in sorted(h["levels"].items(), key=lambda kv: (kv[1]["poll_us"], order[kv[1]["level"]])):
+            w("| %s | %d | %s | %s | %s | %s | %s | %s |" % (
+                v["level"], v["poll_us"], fmt(v["p50_us"]), fmt(v["p99_us"]), fmt(v["iops"]),
+                fmt(v.get("added_p50_us")), fmt(v.get("added_over_rtt"), 2),
+                fmt(v.get("p50_ratio_to_plain"), 2)))
+        w("")
+    if h.get("lags_under_load"):
+        L = h["lags_under_load"]
+        w("### The three positions under load (h: fio 64 KiB QD16 at `async`, status sampled every 0.25 s)")
+        w("")
+        w("%d samples; median / max of each lag (docs/DURABILITY.md: landed -> durable, durable -> "
+          "applied, and landed -> applied, the ring in use)." % L["samples"])
+        w("")
+        w("| lag | records | bytes | age ms |")
+        w("| --- | --- | --- | --- |")
+        for lab, pre in (("landed -> durable", "durable_lag_"), ("durable -> applied", "apply_lag_"),
+                         ("landed -> applied", "lag_")):
+            w("| %s | %s / %s | %s / %s | %s / %s |" % (
+                lab, fmt(L[pre + "records"]["median"]), fmt(L[pre + "records"]["max"]),
+                fmt(L[pre + "bytes"]["median"]), fmt(L[pre + "bytes"]["max"]),
+                fmt(L[pre + "ms"]["median"]), fmt(L[pre + "ms"]["max"])))
         w("")
     if raw.get("rxe-stats"):
         w("### rxe counters after the VM run")

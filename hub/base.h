@@ -51,6 +51,7 @@
 #include "repfabric/sockio.h" /* rf_now_ms(): CLOCK_MONOTONIC */
 
 #define HUB_TICK_MS           100         /* timer period: pacing, retries, timeouts */
+#define HUB_SPIN_ACTIVE_MS    1000        /* poll_us spins this long after a DATA event */
 #define HUB_HEARTBEAT_MS      5000        /* send HEARTBEAT to an agent this often */
 #define HUB_IDLE_MS           30000       /* drop a connection silent this long */
 #define HUB_PREAUTH_MAX_LEN   256         /* with psk_file: frame payload cap before AUTH_OK */
@@ -168,7 +169,8 @@ struct hub {
 	uint64_t next_session; /* HELLO_OK session ids */
 	uint32_t next_handle;  /* volume handles (IO_OPEN_OK) */
 	bool stopping;
-	bool more_work; /* something asked for another turn right away */
+	bool more_work;       /* something asked for another turn right away */
+	int64_t last_data_ms; /* the newest DATA event (rf_now_ms), for poll_us */
 	int64_t started_at;
 	char rings_dir[PATH_MAX];
 	char volumes_dir[PATH_MAX];

@@ -94,6 +94,7 @@ static const struct cfg_key keys[] = {
      set_duration},
     {"max_pending", SEC_HUB, "64", 1, 65536, 0, HUB_NUM(max_pending), set_count},
     {"durability", SEC_HUB, "auto", 0, 0, 0, HUB_NUM(durability), set_durability},
+    {"poll_us", SEC_HUB, "0", 0, 100000, 0, HUB_NUM(poll_us), set_count},
     {"recovery", SEC_VOLUME, NULL, 0, 0, 0, VOL_STR(recovery), set_image},
     {"journal_time", SEC_VOLUME, "0", 0, 365 * DAY_MS, 0, VOL_NUM(journal_time_ms), set_duration},
     {"journal_size", SEC_VOLUME, "1G", SIZE_1M, SIZE_1T, 1, VOL_NUM(journal_size), set_size},

@@ -51,6 +51,7 @@ struct hub_config {
 	uint64_t handshake_timeout_ms; /* an unproven connection is closed after this */
 	uint64_t max_pending;          /* unproven connections held per listener */
 	uint64_t durability;           /* enum hub_durability */
+	uint64_t poll_us; /* busy-poll this long before sleeping, while records arrive */
 
 	struct hub_vol_config *vols;
 	size_t nvols;

@@ -225,14 +225,41 @@ static bool on_timer(struct hub *h)
 	return read(h->timerfd, &ticks, sizeof(ticks)) == (ssize_t)sizeof(ticks);
 }
 
+/*
+ * poll_us: while records keep arriving (a DATA event in the last second),
+ * look for work without sleeping for up to poll_us before the blocking
+ * wait, so the next doorbell is seen without a wake-up (docs/CONFIG.md).
+ * Returns what epoll_wait returned, or 0 after the budget.
+ */
+static int spin_wait(struct hub *h, struct epoll_event *evs, int max)
+{
+	int64_t until;
+	int n;
+
+	if (!h->cfg->poll_us || h->more_work || !h->fab ||
+	    rf_now_ms() - h->last_data_ms > HUB_SPIN_ACTIVE_MS)
+		return 0;
+	until = rf_now_us() + (int64_t)h->cfg->poll_us;
+	do {
+		n = epoll_wait(h->epfd, evs, max, 0);
+		if (n != 0)
+			return n;
+		rf_cpu_relax();
+	} while (rf_now_us() < until);
+	return 0;
+}
+
 int hub_run(struct hub *h)
 {
 	struct epoll_event evs[64];
 
 	while (!h->stopping) {
-		int n = epoll_wait(h->epfd, evs, 64, h->more_work ? 0 : HUB_TICK_MS * 10);
+		int n = spin_wait(h, evs, 64);
 		bool tick = false, accept;
 		int64_t now;
+
+		if (n == 0)
+			n = epoll_wait(h->epfd, evs, 64, h->more_work ? 0 : HUB_TICK_MS * 10);
 
 		if (n < 0) {
 			if (errno == EINTR)

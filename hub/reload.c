@@ -6,7 +6,7 @@
  *   volumes       added, removed (unless busy), agent bindings
  *   psk_file      keys reloaded; a connection whose key changed or went is closed
  *   sync_rate, resync_rate, log_level (unless --log-level was given),
- *   handshake_timeout, max_pending
+ *   handshake_timeout, max_pending, poll_us
  *
  * Everything the running hub is built on (control, data, state_dir,
  * ring_dir, ring_size, metrics, a volume's recovery and journal settings)

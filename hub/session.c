@@ -464,6 +464,7 @@ void session_fab_poll(struct hub *h)
 					a->landed_seq = evs[i].seq;
 				a->landed_valid = true;
 				a->need_drain = true;
+				h->last_data_ms = rf_now_ms();
 				break;
 			case RF_FAB_HEV_DETACHED:
 				on_detached(h, &evs[i]);

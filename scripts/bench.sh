@@ -10,6 +10,10 @@
 #   e  fio nbd engine via nbdkit + repagent + hub vs plain `nbdkit file`
 #   f  initial sync of a 1 GiB volume            vs fio sequential read, transport bw
 #   g  1/2/4/8 agents on one hub                 vs 1 agent
+#   h  guest 4 KiB QD1 write latency at each acknowledgement level (fio
+#      through nbdkit + filter, soft-RoCE VM, ring on the NVDIMM)
+#                                                vs plain nbdkit, ib_write_lat
+#      and the lags between the three positions under load
 #
 # Writes bench/results/<timestamp>.json and regenerates docs/BENCHMARKS.md
 # and docs/bench/*.png (gnuplot) from that run (bench/report.py).
@@ -28,7 +32,7 @@ set -euo pipefail
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${RF_BUILD_DIR:-$SRC/build}
 SHORT=0
-ONLY=a,b,c,d,e,f,g
+ONLY=a,b,c,d,e,f,g,h
 VM=1
 JSON_OUT="" MD_OUT="" PLOTS_OUT=""
 GUEST=""
@@ -156,6 +160,7 @@ start_hub1() {
 		echo "ring_size = $ring"
 		echo "log_level = warn"
 		[ -z "${RING_DIR:-}" ] || echo "ring_dir = $RING_DIR"
+		[ -z "${HUB_POLL_US:-}" ] || echo "poll_us = $HUB_POLL_US"
 		for ((i = 0; i < na; i++)); do
 			for ((j = 0; j < nv; j++)); do
 				printf '\n[volume %s-a%d-v%d]\nrecovery = %s/state/%s-a%d-v%d.img\n' \
@@ -197,7 +202,9 @@ if [ -n "$GUEST" ]; then
 			--seconds "$VM_SECS" --sync-timeout 90 || echo "repbench 4k qd1 failed" >>"$P/vm-errors.txt"
 		stop "$HUB_PID"
 	}
-	run_rdma || echo "rdma hub failed" >>"$P/vm-errors.txt"
+	if want a || want b; then
+		run_rdma || echo "rdma hub failed" >>"$P/vm-errors.txt"
+	fi
 	# b on persistent memory (run.sh --nvdimm): the ring on /dev/dax0.0, so a
 	# record is durable once flushed there (docs/DURABILITY.md, rule pmem).
 	run_pmem() {
@@ -212,7 +219,88 @@ if [ -n "$GUEST" ]; then
 		"$BIN/repctl" --hub "$HUB_CTL" status --json >"$P/b-pmem-status.json" 2>&1 || true
 		stop "$HUB_PID"
 	}
-	run_pmem || echo "pmem hub failed" >>"$P/vm-errors.txt"
+	if want b; then
+		run_pmem || echo "pmem hub failed" >>"$P/vm-errors.txt"
+	fi
+	# h: what the guest sees. fio (nbd engine) 4 KiB random writes at QD1
+	# through nbdkit + the repagent filter at each acknowledgement level,
+	# against the same fio on plain nbdkit (same file system, same boot).
+	# One hub, the ring on the NVDIMM (rule pmem), rdma. First nothing
+	# busy-polls; then the hub (poll_us, applied by SIGHUP) and the agent
+	# (repagent-poll-us) poll for H_POLL_US before sleeping. Last, the lags
+	# between the three positions under load: the status sampled while fio
+	# writes 64 KiB at QD16 at level async.
+	H_POLL_US=${RF_BENCH_POLL_US:-100}
+	h_fio() { # h_fio URI OUT
+		timeout $((VM_SECS + 60)) fio --output="$2" --output-format=json --ioengine=nbd \
+			--uri="$1" --size=32M --offset=0 --time_based --runtime="$VM_SECS" \
+			--name=rand4k --rw=randwrite --bs=4k --iodepth=1 >/dev/null
+	}
+	h_sock() { for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.1; done; return 1; }
+	run_levels() {
+		local filter=$LIB/nbdkit-repagent-filter.so sock=$W/h.sock psock=$W/h-plain.sock
+		local lv poll npid k
+		command -v fio >/dev/null && command -v nbdkit >/dev/null ||
+			{ echo "no fio or nbdkit in the VM: h not measured" >>"$P/vm-errors.txt"; return 0; }
+		[ -c /dev/dax0.0 ] || { echo "no /dev/dax0.0: h not measured" >>"$P/vm-errors.txt"; return 0; }
+		truncate -s 32M "$W/h-plain.img" "$W/h-disk.img"
+		spawn h-nbdkit-plain nbdkit -f -U "$psock" file "$W/h-plain.img"
+		npid=$LAST_PID
+		h_sock "$psock" && h_fio "nbd+unix:///?socket=$psock" "$P/h-plain.json" ||
+			echo "h: fio on plain nbdkit failed" >>"$P/vm-errors.txt"
+		stop "$npid"
+		mkdir -p "$W/h-rings"
+		ln -sf /dev/dax0.0 "$W/h-rings/h-a0.ring"
+		RING_DIR=$W/h-rings start_hub h "rdma://$ADDR:$(free_port)" 1 1 16M || return 1
+		for run in async:0 landed:0 durable:0 hubpoll landed:$H_POLL_US durable:$H_POLL_US lags; do
+			case $run in
+			hubpoll)
+				echo "poll_us = $H_POLL_US" >>"$W/h/hub.conf"
+				kill -HUP "$HUB_PID"
+				sleep 1
+				continue
+				;;
+			lags) lv=async poll=0 ;;
+			*) lv=${run%%:*} poll=${run#*:} ;;
+			esac
+			rm -f "$sock"
+			spawn "h-nbdkit-$lv-$poll" nbdkit -f -U "$sock" --filter="$filter" file "$W/h-disk.img" \
+				repagent-hub="$HUB_CTL" repagent-volume=h-a0-v0 repagent-agent-id=h-a0 \
+				repagent-bitmap="$W/h.bitmap" repagent-ack="$lv" repagent-poll-us="$poll"
+			npid=$LAST_PID
+			if ! h_sock "$sock" || ! timeout 150 "$BIN/repctl" --hub "$HUB_CTL" wait h-a0-v0 \
+				--synced --timeout 140 >>"$W/h-wait.log" 2>&1; then
+				echo "h: $lv/$poll: not synced" >>"$P/vm-errors.txt"
+				stop "$npid"
+				continue
+			fi
+			if [ "$run" = lags ]; then
+				timeout $((VM_SECS + 60)) fio --output="$P/h-lags-fio.json" --output-format=json \
+					--ioengine=nbd --uri="nbd+unix:///?socket=$sock" --size=32M --offset=0 \
+					--time_based --runtime="$VM_SECS" --name=seq64k --rw=write --bs=64k \
+					--iodepth=16 >/dev/null &
+				k=$!
+				: >"$P/h-lags.jsonl"
+				while kill -0 "$k" 2>/dev/null; do
+					"$BIN/repctl" --hub "$HUB_CTL" status --json 2>/dev/null |
+						jq -c '.agents[0] | {landed_seq, durable_seq, applied_seq, durable_lag_records,
+							durable_lag_bytes, durable_lag_ms, apply_lag_records, apply_lag_bytes,
+							apply_lag_ms, lag_records, lag_bytes, lag_ms}' >>"$P/h-lags.jsonl" 2>/dev/null || true
+					sleep 0.25
+				done
+				wait "$k" || echo "h: fio under load failed" >>"$P/vm-errors.txt"
+			else
+				h_fio "nbd+unix:///?socket=$sock" "$P/h-$lv-p$poll.json" ||
+					echo "h: fio at $lv/$poll failed" >>"$P/vm-errors.txt"
+				"$BIN/repctl" --hub "$HUB_CTL" status --json >"$P/h-$lv-p$poll-status.json" 2>&1 || true
+			fi
+			stop "$npid"
+		done
+		stop "$HUB_PID"
+	}
+	if want h; then
+		run_levels || echo "h: hub failed" >>"$P/vm-errors.txt"
+	fi
 	cp "$W"/vm-*.log "$P"/ 2>/dev/null || true
 	# the transport alone (no agent, no hub volume work)
 	timeout 120 "$BIN/rf-fabric-bench" --url "rdma://$ADDR:$(free_port)" --dir "$W" \
@@ -281,7 +369,7 @@ fi
 	echo "}"
 } >"$P/env.json"
 log "run $TS ($([ "$SHORT" = 1 ] && echo short || echo full)), scratch $W"
-for k in a b c d e f g; do want "$k" || skip_part "$k" "not selected (--only $ONLY)"; done
+for k in a b c d e f g h; do want "$k" || skip_part "$k" "not selected (--only $ONLY)"; done
 
 # c: tcp -------------------------------------------------------------------
 # c, d, e and g run ROUNDS interleaved rounds (ours, then the anchors; e:
@@ -437,20 +525,22 @@ if want g; then
 fi
 
 # a, b: the soft-RoCE VM, one boot -----------------------------------------
-if want a || want b; then
+if want a || want b || want h; then
 	if [ "$VM" = 0 ]; then
 		skip_part a "no VM in this run (--short or --no-vm)"
 		skip_part b "no VM in this run (--short or --no-vm)"
+		skip_part h "no VM in this run (--short or --no-vm)"
 	elif ! command -v qemu-system-x86_64 >/dev/null; then
 		skip_part a "qemu-system-x86_64 is not installed"
 		skip_part b "qemu-system-x86_64 is not installed"
+		skip_part h "qemu-system-x86_64 is not installed"
 	else
 		log "a, b: soft-RoCE VM (one boot): repbench, rf-fabric-bench, ib_write_bw, ib_write_lat"
 		vmout=$(mktemp -d "${TMPDIR:-/tmp}/rf-bench-vm.XXXX")
 		vrc=0
 		RF_BUILD_DIR=$BUILD "$SRC/tests/rxe-vm/run.sh" --timeout 600 --mem 2048 --share "$vmout" \
 			--nvdimm "$W/nvdimm.img" \
-			-- bash "$SRC/scripts/bench.sh" --build "$BUILD" \
+			-- bash "$SRC/scripts/bench.sh" --build "$BUILD" --only "$ONLY" \
 			$([ "$SHORT" = 1 ] && echo --short) --guest "$vmout" >"$W/vm.log" 2>&1 || vrc=$?
 		echo "{\"exit\": $vrc}" >"$P/vm-exit.json"
 		[ "$vrc" = 0 ] || log "a, b: the VM run exited $vrc (log: $W/vm.log)"

@@ -21,6 +21,16 @@ int64_t rf_now_us(void);
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t rf_now_ns(void);
 
+/* One step of a bounded busy-poll: tell the CPU we are spinning. */
+static inline void rf_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#else
+	__asm__ __volatile__("" ::: "memory");
+#endif
+}
+
 /* Wait until @fd is ready for @events (POLLIN/POLLOUT) or @deadline. */
 int rf_wait_fd(int fd, short events, int64_t deadline);
 

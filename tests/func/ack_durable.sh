@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Acknowledgement levels `durable` and `landed` (docs/DURABILITY.md), over
 # tcp:// with nbdkit + the repagent filter (repagent-ack=LEVEL, the second
-# argument, default durable), under the hub's rule
+# argument, default durable; a third, POLL_US, sets the hub's poll_us and
+# the filter's repagent-poll-us, default 0), under the hub's rule
 # `apply` (argument apply, the default: durable once applied and synced) or
 # `pmem` (argument pmem: durability = pmem on an ordinary ring file, durable
 # once validated and flushed in the ring, replayed after the kill):
@@ -28,6 +29,7 @@ filter=$RF_LIB/nbdkit-repagent-filter.so
 [ -f "$filter" ] || rf_fail "$filter not built"
 rule=${1:-apply}
 level=${RF_ACK_LEVEL:-${2:-durable}}
+poll_us=${3:-0}
 case $rule in
 apply) ring_conf="" ;;
 pmem)
@@ -36,7 +38,7 @@ pmem)
 	ring_conf="ring_dir = $RF_TMP/rings
 durability = pmem"
 	;;
-*) rf_fail "usage: ack_durable.sh [apply|pmem] [durable|landed|async]" ;;
+*) rf_fail "usage: ack_durable.sh [apply|pmem] [durable|landed|async] [POLL_US]" ;;
 esac
 
 ctl_port=$(rf_free_port)
@@ -53,6 +55,7 @@ control = $RF_HUB
 data = tcp://127.0.0.1:$data_port
 state_dir = $RF_TMP/state
 ring_size = 16M
+poll_us = $poll_us
 $ring_conf
 
 [volume vm1-disk0]
@@ -73,7 +76,7 @@ start_nbdkit() {
 	rm -f "$sock"
 	rf_spawn "nbdkit$nnbd" nbdkit -f -v -U "$sock" --filter="$filter" file "$disk" \
 		repagent-hub="$RF_HUB" repagent-volume=vm1-disk0 repagent-bitmap="$RF_TMP/vm1.bitmap" \
-		repagent-ack="$level" repagent-ack-timeout=1000
+		repagent-ack="$level" repagent-ack-timeout=1000 repagent-poll-us="$poll_us"
 	nbd_pid=$RF_LAST_PID
 	rf_wait_for 20 "nbdkit socket" test -S "$sock"
 }
@@ -89,7 +92,7 @@ slot_writes() {
 	done
 }
 
-rf_log "phase 1 ($level, rule $rule): hub killed under writes, then the agent; completed writes survive"
+rf_log "phase 1 ($level, rule $rule, poll ${poll_us} us): hub killed under writes, then the agent; completed writes survive"
 start_hub
 start_nbdkit
 synced "initial sync"

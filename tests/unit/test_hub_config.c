@@ -151,7 +151,7 @@ static void test_defaults(void **state)
 	hub_config_free(&cfg);
 }
 
-/* handshake_timeout, max_pending, durability: defaults, values, refusals. */
+/* handshake_timeout, max_pending, durability, poll_us: defaults, values, refusals. */
 static void test_admission_and_durability(void **state)
 {
 	static const struct {
@@ -164,6 +164,8 @@ static void test_admission_and_durability(void **state)
 	    {"max_pending = 65537", "'65537' is out of bounds (1..65536)"},
 	    {"max_pending = 64k", "'64k' is not a whole number"},
 	    {"durability = fast", "'fast' is not auto, pmem or apply"},
+	    {"poll_us = 100001", "'100001' is out of bounds (0..100000)"},
+	    {"poll_us = -1", "'-1' is not a whole number"},
 	};
 	struct hub_config cfg;
 	char text[4096], want[256];
@@ -174,12 +176,14 @@ static void test_admission_and_durability(void **state)
 	assert_int_equal(cfg.handshake_timeout_ms, 5000);
 	assert_int_equal(cfg.max_pending, 64);
 	assert_int_equal(cfg.durability, HUB_DURABLE_AUTO);
+	assert_int_equal(cfg.poll_us, 0);
 	hub_config_free(&cfg);
 	snprintf(text, sizeof(text),
 	         "[hub]\nstate_dir = %s\nhandshake_timeout = 1500ms\nmax_pending = 7\n"
-	         "durability = pmem\n",
+	         "durability = pmem\npoll_us = 50\n",
 	         dir);
 	assert_int_equal(load(&cfg, text), 0);
+	assert_int_equal(cfg.poll_us, 50);
 	assert_int_equal(cfg.handshake_timeout_ms, 1500);
 	assert_int_equal(cfg.max_pending, 7);
 	assert_int_equal(cfg.durability, HUB_DURABLE_PMEM);
