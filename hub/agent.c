@@ -186,9 +186,26 @@ void agent_publish(struct hub_agent *a)
 	pos.head_seq = pos.durable_seq = a->durable_seq;
 	if (a->ring_pmem && a->ring)
 		rf_ring_durable(a->ring, &pos.durable_pos, &pos.durable_seq);
+	a->head_due = false;
 	if (!a->peer)
 		return;
+	a->published_head = pos.head_pos;
 	rf_fab_publish(a->peer, &pos); /* -ENOTCONN: a DETACHED event follows */
+}
+
+void agent_publish_applied(struct hub_agent *a)
+{
+	if (!a->ring_pmem || !a->ring || !a->peer ||
+	    a->durable_pos - a->published_head >= rf_ring_data_size(a->ring) / 4)
+		agent_publish(a);
+	else
+		a->head_due = a->durable_pos != a->published_head;
+}
+
+void agent_publish_head_tick(struct hub_agent *a)
+{
+	if (a->head_due)
+		agent_publish(a);
 }
 
 int agent_make_durable(struct hub_agent *a)

@@ -34,6 +34,8 @@ struct hub_agent {
 	bool landed_valid;
 
 	uint64_t durable_pos, durable_seq; /* applied, synced and head persisted */
+	uint64_t published_head;           /* durable_pos in the newest position sent */
+	bool head_due;                     /* applied past published_head, not sent yet */
 	bool need_drain;
 	bool drain_stuck;     /* an apply failed: retry on the timer */
 	bool stop_invalid;    /* an invalid record at the head (no peer to fence) */
@@ -84,6 +86,16 @@ uint64_t agent_durable_seq(const struct hub_agent *a);
  * under rule pmem, else the applied one) and the head (applied: the space it
  * may reuse). No-op without a producer. */
 void agent_publish(struct hub_agent *a);
+
+/* After an apply: under rule pmem the durable position did not move, only
+ * the head, so a position is sent only when the agent may need the space
+ * (a quarter of the ring applied since the last one) and otherwise rides
+ * on the next durable position or the timer (agent_publish_head_tick): one
+ * message and one wake-up of the agent less per write at QD1. Under rule
+ * apply the apply moved the durable position: sent at once. */
+void agent_publish_applied(struct hub_agent *a);
+/* The timer: send a head that is due. */
+void agent_publish_head_tick(struct hub_agent *a);
 
 /*
  * Rule pmem: make what landed durable in the ring (validated, flushed, the

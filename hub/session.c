@@ -60,7 +60,7 @@ int drain_agent(struct hub_agent *a, enum drain_mode mode)
 		session_fence(a, "invalid record in the ring");
 	if (res.durable) {
 		sync_on_durable(a);
-		agent_publish(a);
+		agent_publish_applied(a);
 	}
 	return n;
 }
@@ -413,6 +413,8 @@ static void on_attached(struct hub *h, const struct rf_fab_hub_event *ev)
 	}
 	a->peer = ev->peer;
 	a->attach_pending = false;
+	a->published_head = a->durable_pos; /* the head its WELCOME/accept carried */
+	a->head_due = false;
 	RF_INFO(SUBSYS, "agent %s: data path attached (producer session at seq %" PRIu64 ")", a->id,
 	        a->durable_seq);
 }
@@ -481,5 +483,6 @@ void session_tick(struct hub *h, int64_t now)
 			a->attach_pending = false;
 		if (a->ring && (a->peer || a->drain_stuck))
 			a->need_drain = true;
+		agent_publish_head_tick(a);
 	}
 }
