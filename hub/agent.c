@@ -63,30 +63,30 @@ void agent_set_error(struct hub_agent *a, const char *fmt, ...)
 }
 
 /* Where this ring's records become durable (docs/DURABILITY.md). */
+const char *hub_ring_rule(enum hub_durability d, bool is_pmem, bool *rule_pmem)
+{
+	*rule_pmem = d != HUB_DURABLE_APPLY && (is_pmem || d == HUB_DURABLE_PMEM);
+	if (d == HUB_DURABLE_APPLY)
+		return "durability = apply";
+	if (is_pmem)
+		return "pmem_is_pmem";
+	return d == HUB_DURABLE_PMEM ? "forced by durability = pmem" : "not persistent memory";
+}
+
 static void choose_rule(struct hub_agent *a)
 {
 	enum hub_durability d = (enum hub_durability)a->hub->cfg->durability;
 	bool pmem = rf_ring_is_pmem(a->ring);
 
-	if (d == HUB_DURABLE_APPLY) {
-		a->ring_pmem = false;
-		a->ring_rule_why = "durability = apply";
-	} else if (pmem) {
-		a->ring_pmem = true;
-		a->ring_rule_why = "pmem_is_pmem";
-	} else if (d == HUB_DURABLE_PMEM) {
+	a->ring_rule_why = hub_ring_rule(d, pmem, &a->ring_pmem);
+	if (a->ring_pmem && !pmem) {
 		rf_ring_force_pmem(a->ring);
-		a->ring_pmem = true;
-		a->ring_rule_why = "forced by durability = pmem";
 		RF_WARN(SUBSYS,
 		        "agent %s: ring %s is not persistent memory to libpmem, but durability = "
 		        "pmem: records are acknowledged once flushed there, which survives a "
 		        "crash of rephubd but NOT a power failure unless this memory is "
 		        "persistent",
 		        a->id, a->ring_path);
-	} else {
-		a->ring_pmem = false;
-		a->ring_rule_why = "not persistent memory";
 	}
 	RF_INFO(SUBSYS, "agent %s: ring %s uses rule %s (%s)", a->id, a->ring_path,
 	        a->ring_pmem ? "pmem" : "apply", a->ring_rule_why);

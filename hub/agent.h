@@ -87,6 +87,10 @@ uint64_t agent_durable_seq(const struct hub_agent *a);
  * may reuse). No-op without a producer. */
 void agent_publish(struct hub_agent *a);
 
+/* The durability rule of a ring under the [hub] key @d when libpmem says
+ * @is_pmem: *@rule_pmem, and why (a static string, as in the status). */
+const char *hub_ring_rule(enum hub_durability d, bool is_pmem, bool *rule_pmem);
+
 /* After an apply: under rule pmem the durable position did not move, only
  * the head, so a position is sent only when the agent may need the space
  * (a quarter of the ring applied since the last one) and otherwise rides

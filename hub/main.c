@@ -9,14 +9,18 @@
  * stops it: no new connections, the rings are drained, heads and volume
  * state persisted, then it exits 0.
  */
+#include <dirent.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
+#include "agent.h"
 #include "hub.h"
 #include "repfabric/log.h"
+#include "repfabric/ring.h"
 
 static void usage(FILE *f)
 {
@@ -27,6 +31,51 @@ static void usage(FILE *f)
 	           "  --check-config    validate FILE, print what is wrong, exit 0 or 1\n"
 	           "  --log-level LVL   override the file's log_level\n"
 	           "  --syslog          log to syslog instead of stderr\n");
+}
+
+/* --check-config: the durability rule each ring would get, and why. */
+static void print_ring_rule(const struct hub_config *cfg, const char *what, const char *path)
+{
+	bool is_pmem = false, rule_pmem;
+	const char *why;
+	int rc = rf_ring_probe_pmem(path, &is_pmem);
+
+	if (rc) {
+		printf("%s %s: cannot tell whether it is persistent memory: %s\n", what, path,
+		       strerror(-rc));
+		return;
+	}
+	why = hub_ring_rule((enum hub_durability)cfg->durability, is_pmem, &rule_pmem);
+	printf("%s %s: rule %s (%s)\n", what, path, rule_pmem ? "pmem" : "apply", why);
+}
+
+static void print_ring_rules(const struct hub_config *cfg)
+{
+	char dir[PATH_MAX], p[PATH_MAX + 256];
+	struct dirent *de;
+	DIR *d;
+
+	if ((size_t)snprintf(dir, sizeof(dir), "%s%s",
+	                     cfg->ring_dir[0] ? cfg->ring_dir : cfg->state_dir,
+	                     cfg->ring_dir[0] ? "" : "/rings") >= sizeof(dir))
+		return;
+	d = opendir(dir);
+	if (!d) {
+		printf("rings: %s does not exist yet (created at start-up; new rings there are "
+		       "ordinary files: rule %s)\n",
+		       dir, cfg->durability == HUB_DURABLE_PMEM ? "pmem, forced" : "apply");
+		return;
+	}
+	print_ring_rule(cfg, "new rings in", dir);
+	while ((de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+
+		if (n <= 5 || strcmp(de->d_name + n - 5, ".ring") != 0)
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+		print_ring_rule(cfg, "ring", p);
+	}
+	closedir(d);
 }
 
 int main(int argc, char **argv)
@@ -89,6 +138,7 @@ int main(int argc, char **argv)
 	if (check) {
 		printf("%s: OK (%zu volume(s), control %s, data %s)\n", path, cfg.nvols,
 		       cfg.control, cfg.data);
+		print_ring_rules(&cfg);
 		hub_config_free(&cfg);
 		return 0;
 	}

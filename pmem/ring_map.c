@@ -451,6 +451,27 @@ bool rf_ring_is_pmem(const struct rf_ring *ring)
 	return ring->is_pmem;
 }
 
+int rf_ring_probe_pmem(const char *path, bool *is_pmem)
+{
+	struct stat st;
+	size_t len = 0;
+	int pm = 0;
+	void *base;
+
+	if (stat(path, &st))
+		return -errno;
+	if (S_ISDIR(st.st_mode))
+		base = pmem_map_file(path, 4096, PMEM_FILE_CREATE | PMEM_FILE_TMPFILE, 0600, &len,
+		                     &pm);
+	else
+		base = pmem_map_file(path, 0, 0, 0, &len, &pm);
+	if (!base)
+		return errno ? -errno : -EIO;
+	pmem_unmap(base, len);
+	*is_pmem = pm != 0;
+	return 0;
+}
+
 void rf_ring_head(const struct rf_ring *ring, uint64_t *pos, uint64_t *seq)
 {
 	if (pos)

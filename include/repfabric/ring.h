@@ -211,6 +211,14 @@ uint64_t rf_ring_id(const struct rf_ring *ring);
 /* True when persisting uses pmem_persist() (the mapping is real pmem). */
 bool rf_ring_is_pmem(const struct rf_ring *ring);
 
+/*
+ * Would a ring at @path be persistent memory to libpmem? @path is an
+ * existing ring (file or device DAX: mapped and unmapped, nothing written)
+ * or a directory (where a new ring file would go: probed with an unnamed
+ * temporary file). Returns 0 with *@is_pmem set, or -errno (-ENOENT, ...).
+ */
+int rf_ring_probe_pmem(const char *path, bool *is_pmem);
+
 /* The consumer's current head (advanced by consume, maybe not yet persisted). */
 void rf_ring_head(const struct rf_ring *ring, uint64_t *pos, uint64_t *seq);
 

@@ -98,6 +98,15 @@ start_nbdkit
 synced "initial sync"
 [ "$(rf_agent_field "$(rf_status_get '.agents[0].id')" durability)" = "$rule" ] ||
 	rf_fail "the ring does not use rule $rule: $(rf_status_get '.agents[0] | .durability, .durability_why')"
+# --check-config says the same for the ring file, and why.
+case $rule in
+apply) why="not persistent memory" ;;
+pmem) why="forced by durability = pmem" ;;
+esac
+"$RF_BIN/rephubd" --config "$RF_TMP/hub.conf" --check-config >"$RF_TMP/check.out" ||
+	rf_fail "--check-config failed: $(cat "$RF_TMP/check.out")"
+grep -qE "^ring .*/[^/]+\.ring: rule $rule \($why\)\$" "$RF_TMP/check.out" ||
+	{ cat "$RF_TMP/check.out"; rf_fail "--check-config does not say the ring's rule"; }
 rf_wait_for 10 "the hub to show the volume's acknowledgement level" \
 	rf_status_true '.volumes[0].ack == "'"$level"'" and .volumes[0].ack_fallback == false'
 mapfile -d '' cmds < <(slot_writes 0 1000)
