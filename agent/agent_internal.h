@@ -384,6 +384,8 @@ int rfa_post_queue(struct rf_agent *a, uint64_t until);
  * now), -EIO (local read failed), -ENOTCONN. */
 int rfa_post_range(struct rf_agent *a, struct rf_agent_vol *v, uint64_t off, uint32_t len,
                    bool resend, uint64_t *seq);
+/* A piece was posted: it goes to the end of the list (sequence order). */
+void rfa_posts_append(struct rfa_conn *c, struct rfa_post *p);
 /* Free the posts at the head that are sent and released. */
 void rfa_posts_free_done(struct rfa_conn *c);
 /* Give up the records of a dead session: each carrying chunk references

@@ -133,13 +133,7 @@ static int post_piece(struct rf_agent *a, const struct rf_ring_desc *d, uint8_t 
 		p->c_last = cl;
 		p->has_refs = true;
 	}
-	if (c->ptail)
-		c->ptail->next = p;
-	else
-		c->phead = p;
-	c->ptail = p;
-	if (!c->pland)
-		c->pland = p;
+	rfa_posts_append(c, p);
 	c->reap = true;
 	pthread_mutex_lock(&a->lock);
 	a->records++;
@@ -395,6 +389,17 @@ out_unlock:
 }
 
 /* ---- completions and the posts' life ------------------------------------------- */
+
+void rfa_posts_append(struct rfa_conn *c, struct rfa_post *p)
+{
+	if (c->ptail)
+		c->ptail->next = p;
+	else
+		c->phead = p;
+	c->ptail = p;
+	if (!c->pland)
+		c->pland = p;
+}
 
 void rfa_posts_free_done(struct rfa_conn *c)
 {

@@ -226,6 +226,24 @@ static void handle_hello(struct sw_peer *p)
 	}
 }
 
+/* A hub -> producer frame; a producer that cannot take it within
+ * SW_PUBLISH_TIMEOUT_MS is detached. Returns 0 or -ENOTCONN. */
+static int peer_send(struct sw_peer *p, enum rf_sw_type type, const void *payload, uint32_t len,
+                     const char *what)
+{
+	int rc = rf_sw_send_frame(p->fd, type, payload, len, SW_PUBLISH_TIMEOUT_MS);
+
+	if (!rc)
+		return 0;
+	RF_WARN("fabric", "producer (token %#llx): cannot %s: %s", (unsigned long long)p->token,
+	        what, strerror(-rc));
+	/* A producer that closed or reset is gone, not failed. */
+	if (rc != -EPIPE && rc != -ECONNRESET)
+		peer_count_error(p);
+	peer_kill(p, rc);
+	return -ENOTCONN;
+}
+
 /*
  * The DOORBELL asked for LANDED: every byte before it is in the ring (tcp:
  * read into it; shm: the producer stored it), so say so at once, before the
@@ -234,17 +252,9 @@ static void handle_hello(struct sw_peer *p)
 static void peer_send_landed(struct sw_peer *p, uint64_t seq)
 {
 	uint8_t b[RF_SW_LANDED_LEN];
-	int rc;
 
 	rf_put_le64(b, seq);
-	rc = rf_sw_send_frame(p->fd, RF_SW_LANDED, b, sizeof(b), SW_PUBLISH_TIMEOUT_MS);
-	if (rc) {
-		RF_WARN("fabric", "producer (token %#llx): cannot send landed: %s",
-		        (unsigned long long)p->token, strerror(-rc));
-		if (rc != -EPIPE && rc != -ECONNRESET)
-			peer_count_error(p);
-		peer_kill(p, rc);
-	}
+	peer_send(p, RF_SW_LANDED, b, sizeof(b), "send landed");
 }
 
 /* A complete header arrived: check it against the peer's state. */
@@ -502,21 +512,12 @@ int rf_sw_publish(struct rf_fab_peer *bp, const struct rf_fab_position *pos)
 {
 	struct sw_peer *p = container_of(bp, struct sw_peer, base);
 	uint8_t b[RF_SW_POSITION_LEN];
-	int rc;
 
 	if (p->state != SW_PEER_ATTACHED)
 		return -ENOTCONN;
 	rf_sw_position_encode(b, pos);
-	rc = rf_sw_send_frame(p->fd, RF_SW_POSITION, b, sizeof(b), SW_PUBLISH_TIMEOUT_MS);
-	if (rc) {
-		RF_WARN("fabric", "producer (token %#llx): cannot publish position: %s",
-		        (unsigned long long)p->token, strerror(-rc));
-		/* A producer that closed or reset is gone, not failed. */
-		if (rc != -EPIPE && rc != -ECONNRESET)
-			peer_count_error(p);
-		peer_kill(p, rc);
+	if (peer_send(p, RF_SW_POSITION, b, sizeof(b), "publish position"))
 		return -ENOTCONN;
-	}
 	rf_fab_count_credit(&p->l->base, &p->base, pos);
 	return 0;
 }

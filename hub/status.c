@@ -155,6 +155,21 @@ static void sb_lag(struct sb *b, const char *key, const struct agent_lag *l)
 		sb_printf(b, "\"%sms\":null,", key);
 }
 
+/* The three positions (docs/DURABILITY.md: landed >= durable >= applied) and
+ * the lags between them; @a may be NULL (a volume without an owner). */
+static void positions_json(struct sb *b, const struct hub_agent *a, const struct agent_lags *l)
+{
+	sb_key_u64(b, "durable_seq", a ? agent_durable_seq(a) : 0);
+	sb_key_u64(b, "applied_seq", a ? a->durable_seq : 0);
+	if (a && a->landed_valid)
+		sb_key_u64(b, "landed_seq", a->landed_seq);
+	else
+		sb_printf(b, "\"landed_seq\":null,");
+	sb_lag(b, "lag_", &l->total);
+	sb_lag(b, "durable_lag_", &l->durable);
+	sb_lag(b, "apply_lag_", &l->apply);
+}
+
 /*
  * Sync and resync rate, for the ETA. Samples of (time, bytes done) are
  * taken when the status is asked for, at most one per RATE_STEP_MS per
@@ -421,15 +436,7 @@ static void volume_json(struct sb *b, const struct volume *v, int64_t now)
 	else
 		sb_printf(b, "\"vol_id\":null,");
 	/* The agent's positions: a volume's records are in its agent's sequence. */
-	sb_key_u64(b, "durable_seq", a ? agent_durable_seq(a) : 0);
-	sb_key_u64(b, "applied_seq", a ? a->durable_seq : 0);
-	if (a && a->landed_valid)
-		sb_key_u64(b, "landed_seq", a->landed_seq);
-	else
-		sb_printf(b, "\"landed_seq\":null,");
-	sb_lag(b, "lag_", &lags.total);
-	sb_lag(b, "durable_lag_", &lags.durable);
-	sb_lag(b, "apply_lag_", &lags.apply);
+	positions_json(b, a, &lags);
 	sb_key_u64(b, "dirty_bytes", v->dirty_bytes);
 	sb_key_str(b, "ack", v->ack_known ? ack_level_name(v->ack) : NULL, true);
 	sb_key_bool(b, "ack_fallback", v->ack_fallback);
@@ -479,18 +486,9 @@ static void agent_json(struct sb *b, const struct hub_agent *a, int64_t now)
 	sb_key_u64(b, "ring_size", size);
 	sb_key_u64(b, "ring_used_bytes", lags.total.bytes);
 	sb_printf(b, "\"ring_fill\":%.6f,", size ? (double)lags.total.bytes / (double)size : 0.0);
-	/* The three positions (docs/DURABILITY.md): landed >= durable >= applied. */
-	sb_key_u64(b, "durable_seq", agent_durable_seq(a));
-	sb_key_u64(b, "applied_seq", a->durable_seq);
 	sb_key_str(b, "durability", a->ring ? (a->ring_pmem ? "pmem" : "apply") : NULL, true);
 	sb_key_str(b, "durability_why", a->ring ? a->ring_rule_why : NULL, true);
-	if (a->landed_valid)
-		sb_key_u64(b, "landed_seq", a->landed_seq);
-	else
-		sb_printf(b, "\"landed_seq\":null,");
-	sb_lag(b, "lag_", &lags.total);
-	sb_lag(b, "durable_lag_", &lags.durable);
-	sb_lag(b, "apply_lag_", &lags.apply);
+	positions_json(b, a, &lags);
 	if (a->have_progress) {
 		sb_key_u64(b, "next_seq", a->progress_next_seq);
 		sb_key_u64(b, "queued", a->progress_queued);

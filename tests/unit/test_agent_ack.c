@@ -287,13 +287,7 @@ static void posted(struct rf_agent *a, uint64_t seq, uint64_t ticket)
 	p->seq = seq;
 	p->ticket = ticket;
 	p->sent = true;
-	if (c->ptail)
-		c->ptail->next = p;
-	else
-		c->phead = p;
-	c->ptail = p;
-	if (!c->pland)
-		c->pland = p;
+	rfa_posts_append(c, p);
 }
 
 static void posts_free(struct rf_agent *a)
