@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -365,11 +366,13 @@ int rf_agent_write_ack(struct rf_agent_vol *v, const struct rf_agent_ticket *t)
 		return -EAGAIN;
 	}
 	/* A bounded spin first (repagent-poll-us): no sleep, no wake-up. The
-	 * loop thread spins too while someone waits (rfa_loop_spin). */
+	 * loop thread spins too while someone waits (spin_wait in loop.c), so
+	 * this one yields its CPU at each step: the loop thread and the
+	 * kernel's network work may need it more than a spinning writer. */
 	atomic_fetch_add(&a->ack_waiting, 1);
 	spin_until = poll_us ? rf_now_us() + poll_us : 0;
 	while (spin_until && ticket_reached(a, level) < t->id && rf_now_us() < spin_until)
-		rf_cpu_relax();
+		sched_yield();
 	deadline_after(&dl, timeout_ms);
 	pthread_mutex_lock(&a->lock);
 	while ((rc = ticket_state(a, t, level)) == -EAGAIN && a->running && wrc != ETIMEDOUT)
