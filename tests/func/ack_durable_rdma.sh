@@ -106,11 +106,13 @@ durable_again() {
 	rf_wait_for 120 "the volume at durable acknowledgements" \
 		rf_status_true '.volumes[0].ack == "durable" and .volumes[0].ack_fallback == false'
 }
-# qemu-io commands: write pattern (i % 250 + 1) to 64 KiB slot i, for i in [from, to).
+# cmds: qemu-io commands that write pattern (i % 250 + 1) to 64 KiB slot i,
+# for i in [from, to). (No process substitution: the guest has no /dev/fd.)
 slot_writes() {
 	local i
+	cmds=()
 	for ((i = $1; i < $2; i++)); do
-		printf -- '-c\0write -P %d %d 64k\0' $((i % 250 + 1)) $((i * 65536))
+		cmds+=(-c "write -P $((i % 250 + 1)) $((i * 65536)) 64k")
 	done
 }
 # A guest that keeps writing: one 4 KiB write at a random offset every
@@ -168,7 +170,7 @@ start_hub
 start_nbdkit 60000 # long: a slow hub under TCG must not make a write fall back
 synced "scenario 2 initial sync"
 durable_again
-mapfile -d '' cmds < <(slot_writes 0 256)
+slot_writes 0 256
 rf_spawn writer2 stdbuf -oL qemu-io -f raw "${cmds[@]}" "$uri"
 writer_pid=$RF_LAST_PID
 rf_wait_for 120 "40 writes to complete" \
