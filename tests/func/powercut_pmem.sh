@@ -119,6 +119,11 @@ if [ "${1:-}" = guest ]; then
 		if [ "$3" = converge ]; then
 			# The agent comes back with its bitmap: what was not durable
 			# at the cut is resent, and the replica equals the disk.
+			if cmp -s "$SHARE/disk.img" /dev/mapper/slow; then
+				echo "before the agent: the image already equals the disk" >"$SHARE/converge-why"
+			else
+				echo "before the agent: the image differs from the disk" >"$SHARE/converge-why"
+			fi
 			start_agent converge
 			"$RF_BIN/repctl" --hub 127.0.0.1:7470 wait vm1-disk0 --synced --timeout 400 ||
 				rf_fail "the volume did not converge after the power cut"
@@ -171,6 +176,8 @@ grep -q "^rings_lost_acked=0$" "$RF_TMP/$step-status" ||
 	rf_fail "the hub's status does not show rings_lost_acked = 0 after the replay"
 if [ $step = converge ]; then
 	grep -q "^identical$" "$RF_TMP/$step-status" || rf_fail "the replica did not converge"
+	rf_log "$(cat "$RF_TMP/converge-why"); agent:" \
+		"$(grep -o "[0-9]* dirty chunks from the last run to resend" "$RF_TMP/converge-nbdkit.log" || echo "no resend line")"
 	rf_log "PASS: power cut at level $level: nothing acknowledged durable lost" \
 		"(rings_lost_acked = 0); the agent resent from its bitmap, the replica equals the disk"
 	exit 0
