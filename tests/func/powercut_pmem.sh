@@ -25,9 +25,15 @@
 #                    only: nothing the hub had acknowledged durable is lost
 #                    (rings_lost_acked = 0 after the replay), and once the
 #                    agent is back with its bitmap the replica converges
-#                    and equals the disk. `landed` promises no more than
-#                    that across a power cut (docs/DURABILITY.md) and takes
-#                    this path too, once the filter accepts it.
+#                    and equals the disk. To make that bite, the guest cuts
+#                    the agent's RDMA link to the hub (the hub's address
+#                    10.0.2.16 removed) after 250 writes; the power goes
+#                    100 completed writes after the agent saw the dead link
+#                    (RC retry exceeded), so the image must differ from the
+#                    disk until the agent resends from its bitmap. `landed`
+#                    promises no more than that across a power cut
+#                    (docs/DURABILITY.md) and takes this path too, once the
+#                    filter accepts it.
 #
 # The guest side is this same script with "guest run", "guest replay" or
 # "guest converge".
@@ -52,7 +58,17 @@ spawn_to() {
 	RF_PIDS+=("$RF_LAST_PID")
 }
 
+# The hub's data address: a second address of eth0 whose local route names
+# 10.0.2.15 as the source, so that removing it cuts the agent's link to the
+# hub at the RDMA level (rxe drops the packets; see ack_durable_rdma.sh).
+HUB_ADDR=10.0.2.16
+link_up() {
+	ip addr add "$HUB_ADDR/32" dev eth0 2>/dev/null || true
+	ip route replace table local local "$HUB_ADDR" dev eth0 proto kernel scope host src 10.0.2.15
+}
+
 guest_setup() {
+	link_up
 	mkdir -p /run/rings
 	ln -sf /dev/dax0.0 /run/rings/vm1.ring
 	# The recovery image: /dev/vda (the host's recovery.raw), writes delayed.
@@ -64,7 +80,7 @@ guest_setup() {
 	cat >/run/hub.conf <<CONF
 [hub]
 control = 127.0.0.1:7470
-data = rdma://10.0.2.15:7471
+data = rdma://$HUB_ADDR:7471
 state_dir = $SHARE/state
 ring_dir = /run/rings
 ring_size = 64M
@@ -80,12 +96,16 @@ CONF
 }
 
 # The agent: nbdkit + the filter over the shared disk, bitmap on the share.
+# At durable a long timeout (a slow hub under TCG must not make a write fall
+# back); below, the link is cut under the writes and they must go on.
+ack_timeout=3000
+[ "$level" = durable ] && ack_timeout=60000
 start_agent() {
 	spawn_to "$SHARE/$1-nbdkit.log" nbdkit -f -v -U /run/nbd.sock \
 		--filter="$RF_LIB/nbdkit-repagent-filter.so" file "$SHARE/disk.img" \
 		repagent-hub=127.0.0.1:7470 repagent-volume=vm1-disk0 \
 		repagent-bitmap="$SHARE/vm1.bitmap" repagent-agent-id=vm1 \
-		repagent-ack="$level" repagent-ack-timeout=60000
+		repagent-ack="$level" repagent-ack-timeout=$ack_timeout
 	rf_wait_for 60 "nbdkit socket" test -S /run/nbd.sock
 }
 
@@ -105,8 +125,20 @@ if [ "${1:-}" = guest ]; then
 			args+=(-c "aio_write -P $((i % 250 + 1)) $((i * 4096)) 4k")
 		done
 		args+=(-c aio_flush)
-		stdbuf -oL qemu-io -f raw "${args[@]}" 'nbd+unix:///?socket=/run/nbd.sock' \
-			>"$SHARE/writer.log" 2>&1
+		spawn_to "$SHARE/writer.log" stdbuf -oL qemu-io -f raw "${args[@]}" \
+			'nbd+unix:///?socket=/run/nbd.sock'
+		if [ "$level" != durable ]; then
+			# Below durable a completed write need not be at the hub: cut
+			# the link under the writes, so that when the power goes the
+			# disk holds writes the hub never saw and only the agent's
+			# bitmap can bring them.
+			rf_wait_for 120 "250 writes to complete" \
+				bash -c "[ \$(grep -c '^wrote' '$SHARE/writer.log') -ge 250 ]"
+			ip addr del "$HUB_ADDR/32" dev eth0
+			rf_wait_for 120 "the agent to see the dead link" \
+				grep -q "transport retry counter exceeded" "$SHARE/run-nbdkit.log"
+			grep -c '^wrote' "$SHARE/writer.log" >"$SHARE/link-cut-seen"
+		fi
 		sleep 600 # the host cuts the power before this ends
 		;;
 	replay | converge)
@@ -153,8 +185,17 @@ rf_spawn vm1 "$vm" --timeout 600 --nvdimm "$nv" --pidfile "$RF_TMP/qemu.pid" --s
 	-- bash "$0" guest "$RF_TMP" run
 vm_pid=$RF_LAST_PID
 rf_wait_for 400 "the guest's initial sync" test -f "$RF_TMP/guest-synced"
-rf_wait_for 120 "500 writes to complete in the guest" \
-	bash -c "[ \$(grep -c '^wrote' '$RF_TMP/writer.log' 2>/dev/null) -ge 500 ]"
+if [ "$level" = durable ]; then
+	rf_wait_for 120 "500 writes to complete in the guest" \
+		bash -c "[ \$(grep -c '^wrote' '$RF_TMP/writer.log' 2>/dev/null) -ge 500 ]"
+else
+	rf_wait_for 300 "the guest to cut the link to the hub and the agent to see it" \
+		test -s "$RF_TMP/link-cut-seen"
+	n=$(cat "$RF_TMP/link-cut-seen")
+	rf_log "link to the hub cut after 250 writes; the agent saw it after $n"
+	rf_wait_for 120 "100 more writes to complete without the hub" \
+		bash -c "[ \$(grep -c '^wrote' '$RF_TMP/writer.log') -ge $((n + 100)) ]"
+fi
 kill -KILL "$(cat "$RF_TMP/qemu.pid")"
 completed=$(grep -c '^wrote' "$RF_TMP/writer.log")
 wait "$vm_pid" 2>/dev/null || true
@@ -176,6 +217,8 @@ grep -q "^rings_lost_acked=0$" "$RF_TMP/$step-status" ||
 	rf_fail "the hub's status does not show rings_lost_acked = 0 after the replay"
 if [ $step = converge ]; then
 	grep -q "^identical$" "$RF_TMP/$step-status" || rf_fail "the replica did not converge"
+	grep -q "differs" "$RF_TMP/converge-why" ||
+		rf_fail "the image equalled the disk before the agent came back: the cut did not bite"
 	rf_log "$(cat "$RF_TMP/converge-why"); agent:" \
 		"$(grep -o "[0-9]* dirty chunks from the last run to resend" "$RF_TMP/converge-nbdkit.log" || echo "no resend line")"
 	rf_log "PASS: power cut at level $level: nothing acknowledged durable lost" \
