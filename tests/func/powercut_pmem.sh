@@ -25,12 +25,13 @@
 #                    only: nothing the hub had acknowledged durable is lost
 #                    (rings_lost_acked = 0 after the replay), and once the
 #                    agent is back with its bitmap the replica converges
-#                    and equals the disk. To make that bite, the guest cuts
-#                    the agent's RDMA link to the hub (the hub's address
-#                    10.0.2.16 removed) after 250 writes; the power goes
-#                    100 completed writes after the agent saw the dead link
-#                    (RC retry exceeded), so the image must differ from the
-#                    disk until the agent resends from its bitmap. `landed`
+#                    and equals the disk. To make that bite, the guest
+#                    SIGSTOPs the hub after 250 writes (records still land
+#                    in its ring; none is made durable) and the power goes
+#                    100 completed writes after the agent gave up on the
+#                    silent hub: the ring has records to replay, and the
+#                    image must differ from the disk until the agent
+#                    resends from its bitmap. `landed`
 #                    promises no more than that across a power cut
 #                    (docs/DURABILITY.md) and takes this path too, once the
 #                    filter accepts it.
@@ -58,17 +59,7 @@ spawn_to() {
 	RF_PIDS+=("$RF_LAST_PID")
 }
 
-# The hub's data address: a second address of eth0 whose local route names
-# 10.0.2.15 as the source, so that removing it cuts the agent's link to the
-# hub at the RDMA level (rxe drops the packets; see ack_durable_rdma.sh).
-HUB_ADDR=10.0.2.16
-link_up() {
-	ip addr add "$HUB_ADDR/32" dev eth0 2>/dev/null || true
-	ip route replace table local local "$HUB_ADDR" dev eth0 proto kernel scope host src 10.0.2.15
-}
-
 guest_setup() {
-	link_up
 	mkdir -p /run/rings
 	ln -sf /dev/dax0.0 /run/rings/vm1.ring
 	# The recovery image: /dev/vda (the host's recovery.raw), writes delayed.
@@ -80,7 +71,7 @@ guest_setup() {
 	cat >/run/hub.conf <<CONF
 [hub]
 control = 127.0.0.1:7470
-data = rdma://$HUB_ADDR:7471
+data = rdma://10.0.2.15:7471
 state_dir = $SHARE/state
 ring_dir = /run/rings
 ring_size = 64M
@@ -97,7 +88,7 @@ CONF
 
 # The agent: nbdkit + the filter over the shared disk, bitmap on the share.
 # At durable a long timeout (a slow hub under TCG must not make a write fall
-# back); below, the link is cut under the writes and they must go on.
+# back); below, the hub is stopped under the writes and they must go on.
 ack_timeout=3000
 [ "$level" = durable ] && ack_timeout=60000
 start_agent() {
@@ -128,16 +119,19 @@ if [ "${1:-}" = guest ]; then
 		spawn_to "$SHARE/writer.log" stdbuf -oL qemu-io -f raw "${args[@]}" \
 			'nbd+unix:///?socket=/run/nbd.sock'
 		if [ "$level" != durable ]; then
-			# Below durable a completed write need not be at the hub: cut
-			# the link under the writes, so that when the power goes the
-			# disk holds writes the hub never saw and only the agent's
-			# bitmap can bring them.
+			# Below durable a completed write need not be at the hub. Stop
+			# the hub under the writes: records keep landing in its ring
+			# (rxe answers for it) but none becomes durable or applied,
+			# and once the agent gives up on the silent hub (3 heartbeats)
+			# its writes go to the bitmap only. When the power goes, the
+			# ring holds records to replay and the disk holds writes the
+			# hub never saw: only the agent's bitmap can bring them.
 			rf_wait_for 120 "250 writes to complete" \
 				bash -c "[ \$(grep -c '^wrote' '$SHARE/writer.log') -ge 250 ]"
-			ip addr del "$HUB_ADDR/32" dev eth0
-			rf_wait_for 120 "the agent to see the dead link" \
-				grep -q "transport retry counter exceeded" "$SHARE/run-nbdkit.log"
-			grep -c '^wrote' "$SHARE/writer.log" >"$SHARE/link-cut-seen"
+			kill -STOP "$hub_pid"
+			rf_wait_for 300 "the agent to give up on the stopped hub" \
+				grep -q "disconnected from hub" "$SHARE/run-nbdkit.log"
+			grep -c '^wrote' "$SHARE/writer.log" >"$SHARE/hub-given-up"
 		fi
 		sleep 600 # the host cuts the power before this ends
 		;;
@@ -189,10 +183,10 @@ if [ "$level" = durable ]; then
 	rf_wait_for 120 "500 writes to complete in the guest" \
 		bash -c "[ \$(grep -c '^wrote' '$RF_TMP/writer.log' 2>/dev/null) -ge 500 ]"
 else
-	rf_wait_for 300 "the guest to cut the link to the hub and the agent to see it" \
-		test -s "$RF_TMP/link-cut-seen"
-	n=$(cat "$RF_TMP/link-cut-seen")
-	rf_log "link to the hub cut after 250 writes; the agent saw it after $n"
+	rf_wait_for 600 "the guest to stop the hub and the agent to give up on it" \
+		test -s "$RF_TMP/hub-given-up"
+	n=$(cat "$RF_TMP/hub-given-up")
+	rf_log "hub stopped after 250 writes; the agent gave up on it after $n"
 	rf_wait_for 120 "100 more writes to complete without the hub" \
 		bash -c "[ \$(grep -c '^wrote' '$RF_TMP/writer.log') -ge $((n + 100)) ]"
 fi
