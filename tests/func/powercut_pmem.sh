@@ -86,25 +86,33 @@ CONF
 	rf_wait_port 7470 60
 }
 
-# The agent: nbdkit + the filter over the shared disk, bitmap on the share.
-# At durable a long timeout (a slow hub under TCG must not make a write fall
-# back); below, the hub is stopped under the writes and they must go on.
-ack_timeout=3000
-[ "$level" = durable ] && ack_timeout=60000
+# The agent: nbdkit + the filter. Below durable the agent comes back after
+# the cut: its disk and bitmap are on the shared folder, and a write waits
+# at most 3 s for the stopped hub. At durable nothing of the agent is used
+# after the cut: the disk is in guest memory (faster writes keep the ring
+# ahead of the slow apply), and the timeout is long (a slow hub under TCG
+# must not make a write fall back). (agent_disk etc. are set in the guest.)
 start_agent() {
 	spawn_to "$SHARE/$1-nbdkit.log" nbdkit -f -v -U /run/nbd.sock \
-		--filter="$RF_LIB/nbdkit-repagent-filter.so" file "$SHARE/disk.img" \
+		--filter="$RF_LIB/nbdkit-repagent-filter.so" file "$agent_disk" \
 		repagent-hub=127.0.0.1:7470 repagent-volume=vm1-disk0 \
-		repagent-bitmap="$SHARE/vm1.bitmap" repagent-agent-id=vm1 \
+		repagent-bitmap="$agent_bitmap" repagent-agent-id=vm1 \
 		repagent-ack="$level" repagent-ack-timeout=$ack_timeout
 	rf_wait_for 60 "nbdkit socket" test -S /run/nbd.sock
 }
 
 if [ "${1:-}" = guest ]; then
 	SHARE=$2 # the host's scratch folder, shared read-write (RF_TMP is the guest's own)
+	agent_disk=$SHARE/disk.img agent_bitmap=$SHARE/vm1.bitmap ack_timeout=3000
+	if [ "$level" = durable ]; then
+		agent_disk=/dev/shm/disk.img agent_bitmap=/run/vm1.bitmap ack_timeout=60000
+	fi
 	case $3 in
 	run)
 		guest_setup run
+		if [ "$level" = durable ]; then
+			head -c $((32 << 20)) /dev/urandom >"$agent_disk"
+		fi
 		start_agent run
 		"$RF_BIN/repctl" --hub 127.0.0.1:7470 wait vm1-disk0 --synced --timeout 240 ||
 			rf_fail "initial sync"
@@ -170,7 +178,7 @@ vm=$RF_SOURCE_DIR/tests/rxe-vm/run.sh
 nv=$RF_TMP/nvdimm.img
 mkdir -p "$RF_TMP/state"
 truncate -s 32M "$RF_TMP/recovery.raw"
-head -c $((32 << 20)) /dev/urandom >"$RF_TMP/disk.img"
+[ "$level" = durable ] || head -c $((32 << 20)) /dev/urandom >"$RF_TMP/disk.img"
 export RF_BIN RF_LIB RF_ACK_LEVEL=$level
 
 rf_log "boot 1: hub with its ring on /dev/dax0.0, agent writing at level $level"
