@@ -198,6 +198,19 @@ int rf_rdma_wc_errno(enum ibv_wc_status st)
 	}
 }
 
+/* rdma_cm applies it when it moves the QP to RTS (the timeout cannot change
+ * in RTS). Without it the QP gets the path's packet lifetime (about 1 s on
+ * RoCE). */
+void rf_rdma_set_ack_timeout(struct rdma_cm_id *id, const char *who)
+{
+	uint8_t t = RC_ACK_TIMEOUT;
+	int rc =
+	    rf_verbs->set_option(id, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &t, sizeof(t));
+
+	if (rc)
+		RF_WARN(SUBSYS, "%s: cannot set the local ACK timeout: %s", who, strerror(-rc));
+}
+
 /* RTS -> RTS: shorten the RNR NAK wait a receiver asks of the sender. */
 void rf_rdma_set_min_rnr_timer(struct ibv_qp *qp, const char *who)
 {

@@ -507,6 +507,7 @@ static void hub_connect_request(struct rdma_listener *l, struct rdma_cm_id *id,
 	                   (uint64_t)(uintptr_t)p->mem.data, p->ring_mr->rkey, &p->mem.info.pos);
 	param.private_data = acc;
 	param.private_data_len = sizeof(acc);
+	rf_rdma_set_ack_timeout(id, p->name);
 	rc = rf_verbs->accept(id, &param);
 	if (rc) {
 		RF_ERR(SUBSYS, "%s: rdma_accept: %s", p->name, strerror(-rc));

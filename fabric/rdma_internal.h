@@ -24,10 +24,15 @@
 #define CONN_RQ_DEPTH  16                                 /* position receives */
 #define CONN_CQ_DEPTH  (CONN_SQ_DEPTH + CONN_RQ_DEPTH + 8)
 
-#define MSG_SLOT         64  /* bytes per send/receive buffer slot */
-#define CQ_BATCH         32  /* ibv_poll_cq batch */
-#define CQ_DRAIN_MAX     256 /* completions per CQ per poll call */
-#define RC_RETRY_COUNT   7
+#define MSG_SLOT     64  /* bytes per send/receive buffer slot */
+#define CQ_BATCH     32  /* ibv_poll_cq batch */
+#define CQ_DRAIN_MAX 256 /* completions per CQ per poll call */
+/* RC transport retries and local ACK timeout: a WRITE or SEND that gets no
+ * ACK within (RC_RETRY_COUNT + 1) x 4.096 us x 2^RC_ACK_TIMEOUT (5 x 537 ms,
+ * about 2.7 s) completes with IBV_WC_RETRY_EXC_ERR, so a cut link or a dead
+ * peer surfaces in seconds. 7 would mean "retry forever" on soft-RoCE (rxe). */
+#define RC_RETRY_COUNT   4
+#define RC_ACK_TIMEOUT   17
 #define RC_RNR_RETRY_INF 7
 
 /* wr_id: kind in the top two bits, a post counter or buffer index below. */
@@ -101,6 +106,8 @@ int rf_rdma_reg_mr_explained(struct ibv_pd *pd, void *addr, uint64_t len, int ac
 int rf_rdma_wc_errno(enum ibv_wc_status st);
 /* RTS -> RTS: shorten the RNR NAK wait a receiver asks of the sender. */
 void rf_rdma_set_min_rnr_timer(struct ibv_qp *qp, const char *who);
+/* Before connect/accept: the QP's local ACK timeout (RC_ACK_TIMEOUT). */
+void rf_rdma_set_ack_timeout(struct rdma_cm_id *id, const char *who);
 
 /* ---------------------------------------------------- rdma_producer.c */
 

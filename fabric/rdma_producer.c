@@ -396,6 +396,7 @@ int rf_rdma_connect(const char *addr, uint64_t token, int timeout_ms, struct rf_
 	rf_rdma_req_encode(req, token);
 	param.private_data = req;
 	param.private_data_len = sizeof(req);
+	rf_rdma_set_ack_timeout(c->id, c->name);
 	rc = rf_verbs->connect(c->id, &param);
 	if (rc) {
 		RF_ERR(SUBSYS, "%s: rdma_connect: %s", c->name, strerror(-rc));

@@ -96,6 +96,11 @@ static int w_disconnect(struct rdma_cm_id *id)
 	return from_errno(rdma_disconnect(id));
 }
 
+static int w_set_option(struct rdma_cm_id *id, int level, int optname, void *optval, size_t optlen)
+{
+	return from_errno(rdma_set_option(id, level, optname, optval, optlen));
+}
+
 static int w_get_cm_event(struct rdma_event_channel *ch, struct rdma_cm_event **out)
 {
 	return from_errno(rdma_get_cm_event(ch, out));
@@ -216,6 +221,7 @@ const struct rf_verbs_ops rf_verbs_real = {
     .accept = w_accept,
     .reject = w_reject,
     .disconnect = w_disconnect,
+    .set_option = w_set_option,
     .get_cm_event = w_get_cm_event,
     .ack_cm_event = w_ack_cm_event,
     .create_qp = w_create_qp,

@@ -33,6 +33,8 @@ struct rf_verbs_ops {
 	int (*accept)(struct rdma_cm_id *id, struct rdma_conn_param *param);
 	int (*reject)(struct rdma_cm_id *id, const void *data, uint8_t len);
 	int (*disconnect)(struct rdma_cm_id *id);
+	int (*set_option)(struct rdma_cm_id *id, int level, int optname, void *optval,
+	                  size_t optlen);
 	/* -EAGAIN when the channel is non-blocking and empty */
 	int (*get_cm_event)(struct rdma_event_channel *ch, struct rdma_cm_event **out);
 	int (*ack_cm_event)(struct rdma_cm_event *ev);

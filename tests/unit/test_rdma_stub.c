@@ -81,6 +81,8 @@ static struct {
 	/* recorded */
 	unsigned char req[64]; /* the producer's connect private data */
 	uint8_t req_len;
+	uint8_t retry_count; /* the producer's connect parameter */
+	uint8_t ack_timeout; /* RDMA_OPTION_ID_ACK_TIMEOUT, last set */
 	unsigned char acc[RF_RDMA_ACC_LEN];
 	int accepts, rejects, destroyed_ids, disconnects, qp_to_err, mr_regs, mr_deregs;
 	struct rf_rdma_rej rej;
@@ -211,6 +213,7 @@ static int s_connect(struct rdma_cm_id *id, struct rdma_conn_param *param)
 {
 	S.req_len = param->private_data_len;
 	memcpy(S.req, param->private_data, S.req_len);
+	S.retry_count = param->retry_count;
 	chan_push(id->channel, id, S.reply, S.reply == RDMA_CM_EVENT_REJECTED ? 28 : 0,
 	          S.reply_data, S.reply_len);
 	return 0;
@@ -234,6 +237,14 @@ static int s_reject(struct rdma_cm_id *id, const void *data, uint8_t len)
 static int s_disconnect(struct rdma_cm_id *id)
 {
 	S.disconnects++;
+	return 0;
+}
+
+static int s_set_option(struct rdma_cm_id *id, int level, int optname, void *optval, size_t optlen)
+{
+	(void)id;
+	if (level == RDMA_OPTION_ID && optname == RDMA_OPTION_ID_ACK_TIMEOUT && optlen == 1)
+		S.ack_timeout = *(const uint8_t *)optval;
 	return 0;
 }
 
@@ -440,6 +451,7 @@ static const struct rf_verbs_ops stub_ops = {
     .accept = s_accept,
     .reject = s_reject,
     .disconnect = s_disconnect,
+    .set_option = s_set_option,
     .get_cm_event = s_get_cm_event,
     .ack_cm_event = s_ack_cm_event,
     .create_qp = s_create_qp,
@@ -545,6 +557,10 @@ static struct rf_fab_conn *producer_connect(void)
 	assert_int_equal(info.pos.durable_seq, 9);
 	assert_int_equal(rf_rdma_req_decode(S.req, S.req_len, &req), 0);
 	assert_int_equal(req.token, TOKEN);
+	/* Finite transport retries (7 is infinite on rxe) and a set ACK timeout:
+	 * a dead link surfaces as a completion error in seconds. */
+	assert_true(S.retry_count >= 1 && S.retry_count < 7);
+	assert_true(S.ack_timeout >= 14 && S.ack_timeout <= 19);
 	return c;
 }
 
@@ -871,6 +887,7 @@ static void test_hub_malformed_request(void **state)
 	assert_int_equal(rf_fab_listener_poll(h.l, evs, 8, 50), 0);
 	assert_int_equal(h.attaches, 1);
 	assert_int_equal(S.accepts, 1);
+	assert_true(S.ack_timeout >= 14 && S.ack_timeout <= 19); /* set before the accept */
 	hub_close(&h);
 }
 
