@@ -13,9 +13,9 @@
 # durable records that were never applied when the power goes: the replay
 # after the cut is what puts them in the image.
 #
-# The protected disk and the agent's bitmap live on the shared folder (a
-# host file through 9p: they survive the cut like a real disk), so the
-# agent can come back after it.
+# Below durable the protected disk and the agent's bitmap live on the
+# shared folder (a host file through 9p: they survive the cut like a real
+# disk), so the agent can come back after it.
 #
 # Usage: powercut_pmem.sh [LEVEL]   (repagent-ack level, default durable;
 # $RF_ACK_LEVEL also sets it). What is asserted is what LEVEL promises:
@@ -31,10 +31,9 @@
 #                    100 completed writes after the agent gave up on the
 #                    silent hub: the ring has records to replay, and the
 #                    image must differ from the disk until the agent
-#                    resends from its bitmap. `landed`
-#                    promises no more than that across a power cut
-#                    (docs/DURABILITY.md) and takes this path too, once the
-#                    filter accepts it.
+#                    resends from its bitmap. `landed` promises no more
+#                    than that across a power cut (docs/DURABILITY.md) and
+#                    takes this path too, once the filter accepts it.
 #
 # The guest side is this same script with "guest run", "guest replay" or
 # "guest converge".
