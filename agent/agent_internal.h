@@ -413,11 +413,12 @@ int64_t rfa_progress_timer(struct rf_agent *a);
 /* POSITION: every record before @seq is durable: drop the posts' chunk
  * references and publish durable_seq. Loop thread only. */
 void rfa_durable_upto(struct rf_agent *a, uint64_t seq);
+/* Every record up to @seq (inclusive) is in the hub's ring memory (LANDED).
+ * Loop thread only. */
+void rfa_landed_upto(struct rf_agent *a, uint64_t seq);
 /* Every record before @seq is durable at the hub: raise durable_seq to @seq
  * (never lowers it) and, when it moved, wake rf_agent_wait_durable(). Takes
  * agent.lock; call with no lock held. Loop thread only. */
-/* Every record up to @seq (inclusive) is in the hub's ring memory (LANDED). */
-void rfa_landed_upto(struct rf_agent *a, uint64_t seq);
 void rfa_durable_advance(struct rf_agent *a, uint64_t seq, uint64_t ticket);
 /*
  * End a link epoch (docs/DURABILITY.md): queued writes whose tickets are not

@@ -177,7 +177,8 @@ void rfa_landed_upto(struct rf_agent *a, uint64_t seq)
 			ticket = c->pland->ticket;
 		c->pland = c->pland->next;
 	}
-	if (!ticket)
+	/* Nobody waits for landed (rdma reports it anyway): no lock, no wake. */
+	if (!ticket || !atomic_load(&a->landed_vols))
 		return;
 	pthread_mutex_lock(&a->lock);
 	if (ticket > a->landed_ticket)
@@ -271,6 +272,7 @@ static const char *ack_name(enum rf_agent_ack level)
 
 static void ack_fall_back(struct rf_agent_vol *v, const char *why)
 {
+	enum rf_agent_ack level;
 	bool first;
 
 	pthread_mutex_lock(&v->agent->lock);
@@ -279,13 +281,14 @@ static void ack_fall_back(struct rf_agent_vol *v, const char *why)
 	if (first)
 		v->ack_fallbacks++;
 	v->ack_mark = v->agent->q_pushed;
+	level = v->ack;
 	pthread_mutex_unlock(&v->agent->lock);
 	if (first)
 		RF_WARN("agent",
 		        "volume %s: falling back from %s to async acknowledgements: %s; the "
 		        "dirty bitmap keeps what the hub has not made durable, and the volume "
 		        "returns to %s once caught up",
-		        v->name, ack_name(v->ack), why, ack_name(v->ack));
+		        v->name, ack_name(level), why, ack_name(level));
 }
 
 /* In fallback and caught up (attached, nothing to resend, no congestion,
@@ -294,6 +297,7 @@ static void ack_fall_back(struct rf_agent_vol *v, const char *why)
 void rfa_ack_check_caught_up(struct rf_agent_vol *v, uint64_t resend_bytes)
 {
 	struct rf_agent *a = v->agent;
+	enum rf_agent_ack level;
 	bool back;
 
 	pthread_mutex_lock(&a->lock);
@@ -301,10 +305,11 @@ void rfa_ack_check_caught_up(struct rf_agent_vol *v, uint64_t resend_bytes)
 	       a->durable_ticket >= v->ack_mark;
 	if (back)
 		v->ack_fallback = false;
+	level = v->ack;
 	pthread_mutex_unlock(&a->lock);
 	if (back)
 		RF_INFO("agent", "volume %s: caught up: %s acknowledgements again", v->name,
-		        ack_name(v->ack));
+		        ack_name(level));
 }
 
 void rfa_ack_epoch_end(struct rf_agent *a)
