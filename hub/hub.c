@@ -316,6 +316,7 @@ int hub_run(struct hub *h)
  */
 void hub_fini(struct hub *h)
 {
+	h->stopping = true; /* also after an error: the drain below applies everything */
 	if (h->lfd >= 0) {
 		hub_ep_del(h, h->lfd);
 		close(h->lfd);
