@@ -5,15 +5,17 @@
   soak.py init    --disk FILE --size BYTES --seed N
   soak.py writer  --uri URI --size BYTES --seed N --log FILE --ctl DIR
   soak.py check   --log FILE --state FILE --seed N --size BYTES
-                  (--disk FILE [--image FILE] | --image FILE --upto BYTES)
+                  (--disk FILE [--image FILE] | --image FILE --upto BYTES [--from BYTES])
 
 Every 4 KiB block holds a stamp: magic, block number, version, seed, then a
 filler derived from (block, version); zeroed and trimmed blocks read as
-zeros. The writer issues one request at a time (writes, zeroes, trims of
-random sizes at random offsets, three in four in a hot eighth of the disk,
-so that requests overlap all the time); every request gets the next version
-and is logged before it is sent ("I"), and when it completes ("C") or fails
-("E": its outcome is unknown). The workload is a function of the seed.
+zeros. The writer keeps up to --depth (4) requests in flight (writes,
+zeroes, trims of random sizes at random offsets, three in four in a hot
+eighth of the disk, so that requests overlap all the time; two requests in
+flight never overlap, so the order of the writes to a block is the order
+they were sent); every request gets the next version and is logged before
+it is sent ("I"), and when it completes ("C") or fails ("E": its outcome is
+unknown). The sequence of requests is a function of the seed.
 
 The checker replays the log over the model saved at the previous quiesce:
 a completed request makes its version the only one allowed for its blocks;
@@ -23,10 +25,11 @@ that holds anything else, or a stamp that does not verify, is a violation.
   --disk (quiesce): the protected disk must match the model, and the image
     (when given) must equal the disk byte for byte; the model then becomes
     what the disk holds, and the state is saved.
-  --image --upto (crash check): the hub's recovery image, after the hub and
-    the agent were SIGKILLed and the agent's bitmap deleted, must hold
-    every request that completed in the first BYTES of the log (all of them
-    acknowledged durable) or a later one. The state is not changed.
+  --image --upto [--from] (crash check): the hub's recovery image, after
+    the hub and the agent were SIGKILLed and the agent's bitmap deleted,
+    must hold every request sent at or after byte FROM of the log and
+    completed in its first UPTO bytes (all of them acknowledged durable),
+    or a later one. The model is not changed.
 
 Python with Debian's python3-libnbd (the writer), the standard library only
 otherwise. Exit 0 ok, 1 violation (printed), 2 usage or environment.
@@ -106,6 +109,8 @@ def cmd_writer(a):
     pause, paused, stop = (os.path.join(a.ctl, n) for n in ("pause", "paused", "stop"))
     h = None
     version = 0
+    nxt = None  # the next request, generated but not sent yet
+    inflight = {}  # cookie -> (version, kind, off, n, buffer)
     counts = {"W": 0, "Z": 0, "T": 0, "E": 0}
 
     def connect():
@@ -124,17 +129,53 @@ def cmd_writer(a):
         print("soak writer: no NBD server for 10 minutes", file=sys.stderr)
         sys.exit(2)
 
+    def fail_all(why):
+        for v, *_ in inflight.values():
+            log.write(f"E {v} {why}\n")
+            counts["E"] += 1
+        inflight.clear()
+
     def close():
         nonlocal h
         if h is not None:
+            fail_all("connection closed")
             try:
                 h.shutdown()
             except nbd.Error:
                 pass
             h = None
 
+    def reap(timeout_ms):
+        """Wait for completions (at most timeout_ms), log them."""
+        try:
+            h.poll(timeout_ms)
+        except nbd.Error:
+            pass
+        for cookie in list(inflight):
+            v = inflight[cookie][0]
+            try:
+                if not h.aio_command_completed(cookie):
+                    continue
+                log.write(f"C {v}\n")
+                counts[inflight[cookie][1]] += 1
+            except nbd.Error as e:
+                msg = str(e).splitlines()[0] if str(e) else "error"
+                log.write(f"E {v} {msg}\n")
+                counts["E"] += 1
+            del inflight[cookie]
+        if inflight and h.aio_is_dead():
+            fail_all("connection dead")
+        if h.aio_is_dead():
+            close()
+
+    def overlaps(op):
+        _, _, off, n = op
+        return any(off < o + m and o < off + n for (_, _, o, m, _) in inflight.values())
+
     while not os.path.exists(stop):
         if os.path.exists(pause):
+            while h is not None and inflight:
+                reap(1000)
             close()
             tmp = paused + ".tmp"
             with open(tmp, "w") as f:
@@ -148,23 +189,38 @@ def cmd_writer(a):
             h = connect()
             if h is None:
                 continue
-        kind, off, n = next_op(rng, nblocks)
-        version += 1
-        log.write(f"I {version} {kind} {off} {n}\n")
-        try:
-            if kind == "W":
-                buf = b"".join(block_bytes(a.seed, b, version) for b in range(off, off + n))
-                h.pwrite(buf, off * BS)
-            elif kind == "Z":
-                h.zero(n * BS, off * BS)
-            else:
-                h.trim(n * BS, off * BS)
-            log.write(f"C {version}\n")
-            counts[kind] += 1
-        except nbd.Error as e:
-            log.write(f"E {version} {str(e).splitlines()[0] if str(e) else 'error'}\n")
-            counts["E"] += 1
-            close()
+        # Send up to a.depth requests; requests in flight never overlap, so
+        # the order of the writes to a block is the order they were sent.
+        while len(inflight) < a.depth:
+            if nxt is None:
+                version += 1
+                nxt = (version, *next_op(rng, nblocks))
+            if overlaps(nxt):
+                break
+            v, kind, off, n = nxt
+            log.write(f"I {v} {kind} {off} {n}\n")
+            buf = None
+            try:
+                if kind == "W":
+                    buf = nbd.Buffer.from_bytearray(bytearray(b"".join(
+                        block_bytes(a.seed, b, v) for b in range(off, off + n))))
+                    cookie = h.aio_pwrite(buf, off * BS)
+                elif kind == "Z":
+                    cookie = h.aio_zero(n * BS, off * BS)
+                else:
+                    cookie = h.aio_trim(n * BS, off * BS)
+            except nbd.Error as e:
+                log.write(f"E {v} {str(e).splitlines()[0] if str(e) else 'error'}\n")
+                counts["E"] += 1
+                nxt = None
+                close()
+                break
+            inflight[cookie] = (v, kind, off, n, buf)
+            nxt = None
+        if h is not None:
+            reap(1000)
+    while h is not None and inflight:
+        reap(1000)
     close()
     print(json.dumps({"requests": version, "writes": counts["W"], "zeroes": counts["Z"],
                       "trims": counts["T"], "failed": counts["E"]}))
@@ -192,9 +248,12 @@ def save_state(path, st):
     os.rename(tmp, path)
 
 
-def replay(st, logpath, upto):
+def replay(st, logpath, upto, claim_from=None):
     """Apply the log from st['pos'] up to byte upto (None: its end) to a copy
-    of the candidates. Returns (cand, new_pos, completed, bytes, last_op)."""
+    of the candidates. With claim_from (a crash check), a request sent
+    before that byte of the log is not claimed durable even if it completed
+    (the agent was still catching up from a fallback then): it only adds its
+    content. Returns (cand, new_pos, completed and claimed, their bytes)."""
     cand = [set(c) for c in st["cand"]]
     pending = {}
     done = nbytes = 0
@@ -204,23 +263,26 @@ def replay(st, logpath, upto):
     # a last line without its newline is not complete yet
     end = data.rfind(b"\n") + 1
     pos = st["pos"] + end
-    for line in data[:end].decode().splitlines():
-        p = line.split()
+    at = st["pos"]
+    for raw in data[:end].split(b"\n")[:-1]:
+        line_at, at = at, at + len(raw) + 1
+        p = raw.decode().split()
         if p[0] == "I":
-            pending[int(p[1])] = (p[2], int(p[3]), int(p[4]))
+            pending[int(p[1])] = (p[2], int(p[3]), int(p[4]), line_at)
         elif p[0] in ("C", "E"):
             v = int(p[1])
-            kind, off, n = pending.pop(v)
+            kind, off, n, sent_at = pending.pop(v)
             val = v if kind == "W" else ZERO
+            claimed = p[0] == "C" and (claim_from is None or sent_at >= claim_from)
             for b in range(off, off + n):
-                if p[0] == "C":
+                if claimed:
                     cand[b] = {val}
                 else:
                     cand[b].add(val)
-            if p[0] == "C":
+            if claimed:
                 done += 1
                 nbytes += n * BS
-    for v, (kind, off, n) in pending.items():  # in flight at the cut
+    for v, (kind, off, n, _) in pending.items():  # in flight at the cut
         val = v if kind == "W" else ZERO
         for b in range(off, off + n):
             cand[b].add(val)
@@ -246,7 +308,7 @@ def cmd_check(a):
     nblocks = a.size // BS
     st = load_state(a.state, nblocks)
     if a.upto is not None:  # crash check
-        cand, _, done, nbytes = replay(st, a.log, a.upto)
+        cand, _, done, nbytes = replay(st, a.log, a.upto, a.claim_from)
         bad, first = check_file(a.image, cand, a.seed, "recovery image after the crash")
         if bad:
             print(f"LOST: {bad} block(s) of the recovery image lack a write acknowledged "
@@ -259,7 +321,7 @@ def cmd_check(a):
         keep["crash_checks"], keep["acked_in_crash_checks"] = st["crash_checks"], st["acked_in_crash_checks"]
         save_state(a.state, keep)
         print(f"crash check: all {nblocks} blocks hold the last write acknowledged durable "
-              f"or a later one ({done} requests completed since the last quiesce)")
+              f"or a later one ({done} requests acknowledged durable since the last quiesce)")
         return 0
     cand, pos, done, nbytes = replay(st, a.log, None)
     bad, first = check_file(a.disk, cand, a.seed, "protected disk")
@@ -314,6 +376,7 @@ def main():
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--log", required=True)
     p.add_argument("--ctl", required=True)
+    p.add_argument("--depth", type=int, default=4)
     p = sub.add_parser("check")
     p.add_argument("--log", required=True)
     p.add_argument("--state", required=True)
@@ -322,6 +385,7 @@ def main():
     p.add_argument("--disk")
     p.add_argument("--image")
     p.add_argument("--upto", type=int)
+    p.add_argument("--from", dest="claim_from", type=int, default=0)
     p = sub.add_parser("stats")
     p.add_argument("--state", required=True)
     a = ap.parse_args()

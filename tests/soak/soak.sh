@@ -387,10 +387,14 @@ quiesce() {
 	}
 	nquiesce=$((nquiesce + 1))
 	note "quiesce $nquiesce: $out (hub RSS ${rss} kB, $fds fds)"
-	# the next window starts with the agent at durable acknowledgements
-	rf_wait_for 60 "the agent to acknowledge at durable again" agent_durable
-	fb0=$(fallbacks)
 	writer_resume
+	# After a fallback the agent returns to durable acknowledgements only
+	# once a write queued after it is durable: the writer writes (those
+	# completions are not claimed durable), then the window of the next
+	# crash check starts at the log's length once the agent says so.
+	rf_wait_for 60 "the agent to acknowledge at durable again" agent_durable
+	claim_from=$(stat -c %s "$wlog")
+	fb0=$(fallbacks)
 }
 
 # The protected host is lost: the agent is frozen (no write completes from
@@ -416,7 +420,7 @@ crash_check() {
 	rf_wait_for 60 "the restarted hub to apply its journal" journal_empty
 	if [ -n "$upto" ]; then
 		out=$("$PY" "$soakpy" check --log "$wlog" --state "$mstate" --seed "$seed" \
-			--size "$size" --image "$recovery" --upto "$upto") || {
+			--size "$size" --image "$recovery" --upto "$upto" --from "$claim_from") || {
 			echo "$out"
 			rf_fail "crash check $((ncrash + 1)): VIOLATION: $out"
 		}
