@@ -18,8 +18,10 @@ it is sent ("I"), and when it completes ("C") or fails ("E": its outcome is
 unknown). The sequence of requests is a function of the seed.
 
 The checker replays the log over the model saved at the previous quiesce:
-a completed request makes its version the only one allowed for its blocks;
-a failed or unfinished one adds its version to what is allowed. A block
+a completed write or zero makes its content the only one allowed for its
+blocks; a failed or unfinished one adds its content to what is allowed, and
+so does a trim (NBD leaves a trimmed range unspecified: old data or zeros;
+the agent does not wait for the hub at a trim, it resends the range). A block
 that holds anything else, or a stamp that does not verify, is a violation.
 
   --disk (quiesce): the protected disk must match the model, and the image
@@ -273,7 +275,11 @@ def replay(st, logpath, upto, claim_from=None):
             v = int(p[1])
             kind, off, n, sent_at = pending.pop(v)
             val = v if kind == "W" else ZERO
-            claimed = p[0] == "C" and (claim_from is None or sent_at >= claim_from)
+            # NBD leaves a trimmed range unspecified (old data or zeros) and
+            # the agent does not wait for the hub at a trim (docs/AGENT.md:
+            # its range is resent from the disk): a trim only adds zeros.
+            claimed = (p[0] == "C" and kind != "T" and
+                       (claim_from is None or sent_at >= claim_from))
             for b in range(off, off + n):
                 if claimed:
                     cand[b] = {val}

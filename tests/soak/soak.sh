@@ -401,10 +401,22 @@ quiesce() {
 # here on), the log's length is taken, the hub and the agent are SIGKILLed,
 # the bitmap is deleted. The hub restarts alone and applies its ring and its
 # journal; every write completed before the freeze must be in its image.
+# The crash comes at a quiet moment, or while replication is held up (the
+# hub stopped, the network stalled, the hub's file system full): what the
+# agent acknowledges then without the hub would be lost.
 ncrash=0
 ncrash_noclaim=0
 crash_check() {
-	local upto out
+	local upto out during kind=host-crash
+	rnd 4
+	during=$R
+	[ "$during" = 3 ] && [ "$fs_full" = 0 ] && during=0
+	case $during in
+	1) kill -STOP "$hub_pid"; kind=host-crash-during-hub-pause ;;
+	2) proxy stall; kind=host-crash-during-net-stall ;;
+	3) fill_fs; kind=host-crash-during-fs-full ;;
+	esac
+	[ "$during" = 0 ] || rsleep 300 1500
 	kill -STOP "$nbd_pid"
 	upto=$(stat -c %s "$wlog")
 	if [ "$ack" = durable ] && [ "$(fallbacks)" != "$fb0" ]; then
@@ -412,8 +424,13 @@ crash_check() {
 		# no durable claim to check (the 30 s timeout makes this rare)
 		upto=""
 	fi
+	note "$kind: log cut at byte $upto, durable claims from byte $claim_from"
 	kill_hub
 	kill_nbdkit
+	case $during in
+	2) proxy up ;;
+	3) unfill_fs ;;
+	esac
 	writer_pause
 	rm -f "$bitmap"
 	start_hub
@@ -434,7 +451,7 @@ crash_check() {
 	start_nbdkit
 	synced "the full sync after crash check $ncrash"
 	writer_resume
-	count host-crash
+	count "$kind"
 }
 
 # ---- the run -------------------------------------------------------------
