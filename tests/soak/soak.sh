@@ -513,7 +513,7 @@ for k in "${!nfault[@]}"; do total=$((total + nfault[$k])); done
 	done
 	[ "$fs_full" = 1 ] || echo "    NOT COVERED: fs-full, torn-ring ($fs_why)"
 	echo "  workload: $wsum"
-	echo "  checked: $(jq -r '"\(.writes) completed requests, \(.bytes) bytes; \(.quiesces) quiesces (image == disk == the writes); \(.crash_checks) crash checks over \(.acked_in_crash_checks) durable-acknowledged requests"' <<<"$stats")"
+	echo "  checked: $(jq -r '"\(.writes) completed writes and zeroes, \(.bytes) bytes (trims: old data or zeros allowed); \(.quiesces) quiesces (image == disk == the writes); \(.crash_checks) crash checks over \(.acked_in_crash_checks) durable-acknowledged requests"' <<<"$stats")"
 	echo "  crashes without a durable claim (the agent had fallen back): $ncrash_noclaim"
 	echo "  hub RSS kB: first $rss_base, min $rss_min, max $rss_max (bound $rss_bound); fds: first $fds_base, min $fds_min, max $fds_max (bound $fds_bound); $(wc -l <"$samples") samples, $nhub hub processes"
 } | tee "$RF_TMP/summary.txt"
