@@ -88,7 +88,7 @@ mkdir -p "$state" "$rings" "$wctl"
 # restricted container). The rings are elsewhere (a ring is mmap'ed).
 fs_full=0
 fs_why=""
-if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=$((size * 2 + (256 << 20))) rf-soak "$state" 2>"$RF_TMP/mount.err"; then
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=$((size * 2 + (1024 << 20))) rf-soak "$state" 2>"$RF_TMP/mount.err"; then
 	fs_full=1
 else
 	fs_why="cannot mount a tmpfs for the hub's state_dir: $(cat "$RF_TMP/mount.err" 2>/dev/null || echo "not root")"
@@ -194,7 +194,7 @@ rf_spawn writer "$PY" "$soakpy" writer --uri "$uri" --size "$size" --seed "$seed
 	--log "$wlog" --ctl "$wctl"
 writer_pid=$RF_LAST_PID
 rf_log "seed $seed, ${secs}s; $((size >> 20)) MiB volume, ack $ack, tcp:// through the" \
-	"fault proxy, journal 2s; $([ $fs_full = 1 ] && echo "state_dir on a $((size * 2 / 1048576 + 256)) MiB tmpfs" || echo "no tmpfs")"
+	"fault proxy, journal 2s; $([ $fs_full = 1 ] && echo "state_dir on a $((size * 2 / 1048576 + 1024)) MiB tmpfs" || echo "no tmpfs")"
 
 # ---- faults --------------------------------------------------------------
 declare -A nfault=()
