@@ -16,6 +16,8 @@ RF_DEBIAN_PACKAGES=(
 	ndctl dmsetup
 	# clients and tools used by functional tests
 	qemu-utils fio libnbd-bin perftest jq
+	# the soak's writer (tests/soak/soak.py, scripts/soak.sh)
+	python3-libnbd
 	# benchmarks (scripts/bench.sh): anchors, report, plots, profiles
 	iperf3 python3 gnuplot-nox valgrind
 )
