@@ -428,7 +428,7 @@ void rfa_durable_advance(struct rf_agent *a, uint64_t seq, uint64_t ticket);
  */
 void rfa_ack_epoch_end(struct rf_agent *a);
 /* A volume in acknowledgement fallback that caught up returns to its level. */
-void rfa_ack_check_caught_up(struct rf_agent_vol *v, uint64_t resend_bytes);
+void rfa_ack_check_caught_up(struct rf_agent_vol *v, uint64_t resend_bytes, uint64_t dirty_bytes);
 /* durable_seq or running changed (under agent.lock, now released): wake
  * rf_agent_wait_durable(). */
 void rfa_durable_wake(struct rf_agent *a);

@@ -107,7 +107,7 @@ void rfa_progress(struct rf_agent *a, bool force)
 		m.vols[i].resend_bytes = rfa_resend_bytes(v);
 		resend_total += m.vols[i].resend_bytes;
 		resync_track(v, m.vols[i].resend_bytes, m.vols[i].resent_bytes, now);
-		rfa_ack_check_caught_up(v, m.vols[i].resend_bytes);
+		rfa_ack_check_caught_up(v, m.vols[i].resend_bytes, m.vols[i].dirty_bytes);
 	}
 	if (m.nvols)
 		congestion_track(a, resend_total, now);
@@ -292,9 +292,11 @@ static void ack_fall_back(struct rf_agent_vol *v, const char *why)
 }
 
 /* In fallback and caught up (attached, nothing to resend, no congestion,
- * and every write queued up to the fallback durable): back to the volume's
- * level. Loop thread, from PROGRESS. */
-void rfa_ack_check_caught_up(struct rf_agent_vol *v, uint64_t resend_bytes)
+ * and every write queued up to the fallback durable, or nothing dirty at
+ * all: an idle volume whose last writes died with the link and were
+ * resent has no newer ticket to wait for): back to the volume's level.
+ * Loop thread, from PROGRESS. */
+void rfa_ack_check_caught_up(struct rf_agent_vol *v, uint64_t resend_bytes, uint64_t dirty_bytes)
 {
 	struct rf_agent *a = v->agent;
 	enum rf_agent_ack level;
@@ -302,7 +304,7 @@ void rfa_ack_check_caught_up(struct rf_agent_vol *v, uint64_t resend_bytes)
 
 	pthread_mutex_lock(&a->lock);
 	back = v->ack_fallback && v->attached && !a->congested && resend_bytes == 0 &&
-	       a->durable_ticket >= v->ack_mark;
+	       (a->durable_ticket >= v->ack_mark || dirty_bytes == 0);
 	if (back)
 		v->ack_fallback = false;
 	level = v->ack;

@@ -195,14 +195,14 @@ static void test_not_queued_falls_back_until_caught_up(void **state)
 	status(v, &st);
 	assert_int_equal(st.ack_fallbacks, 1);
 	/* Not caught up while detached, or while something waits for a resend. */
-	rfa_ack_check_caught_up(v, 0);
+	rfa_ack_check_caught_up(v, 0, 4096);
 	status(v, &st);
 	assert_true(st.ack_fallback);
 	attach(a, v);
-	rfa_ack_check_caught_up(v, 65536);
+	rfa_ack_check_caught_up(v, 65536, 4096);
 	status(v, &st);
 	assert_true(st.ack_fallback);
-	rfa_ack_check_caught_up(v, 0);
+	rfa_ack_check_caught_up(v, 0, 4096);
 	status(v, &st);
 	assert_false(st.ack_fallback);
 	/* Durable again: a queued write waits for its ticket. */
@@ -232,11 +232,35 @@ static void test_timeout_falls_back(void **state)
 	assert_int_equal(st.ack_fallbacks, 1);
 	assert_int_equal(st.ack_waits, 0);
 	/* Not caught up while the write that timed out is not durable. */
-	rfa_ack_check_caught_up(v, 0);
+	rfa_ack_check_caught_up(v, 0, 4096);
 	status(v, &st);
 	assert_true(st.ack_fallback);
 	rfa_durable_advance(a, 4, t.id);
-	rfa_ack_check_caught_up(v, 0);
+	rfa_ack_check_caught_up(v, 0, 4096);
+	status(v, &st);
+	assert_false(st.ack_fallback);
+	done(&a);
+}
+
+/* A write whose ticket died with the link is never durable as that ticket:
+ * with nothing dirty left (it was resent and made durable), an idle volume
+ * is caught up all the same; while anything is dirty it is not. */
+static void test_idle_catches_up(void **state)
+{
+	struct rf_agent_vol_status st;
+	struct rf_agent_vol *v;
+	struct rf_agent *a = agent_with_volume(&v, RF_AGENT_ACK_DURABLE, 60000);
+	struct rf_agent_ticket t;
+
+	(void)state;
+	attach(a, v);
+	t = write4k(v, 0);
+	rfa_ack_epoch_end(a);
+	assert_int_equal(rf_agent_write_ack(v, &t), -ECONNRESET);
+	rfa_ack_check_caught_up(v, 0, 4096);
+	status(v, &st);
+	assert_true(st.ack_fallback);
+	rfa_ack_check_caught_up(v, 0, 0);
 	status(v, &st);
 	assert_false(st.ack_fallback);
 	done(&a);
@@ -266,7 +290,7 @@ static void test_link_break(void **state)
 	assert_int_equal(rf_agent_write_ack(v, &t2), -ECONNRESET);
 	status(v, &st);
 	assert_true(st.ack_fallback);
-	rfa_ack_check_caught_up(v, 0);
+	rfa_ack_check_caught_up(v, 0, 4096);
 	assert_int_equal(rf_agent_write_ack(v, &t3), 0);
 	/* Two epochs later nothing of the old one is acknowledged. */
 	pthread_mutex_lock(&a->lock);
@@ -425,6 +449,7 @@ int main(void)
 	    cmocka_unit_test(test_not_queued_falls_back_until_caught_up),
 	    cmocka_unit_test(test_timeout_falls_back),
 	    cmocka_unit_test(test_link_break),
+	    cmocka_unit_test(test_idle_catches_up),
 	    cmocka_unit_test(test_nothing_to_ack),
 	    cmocka_unit_test(test_landed_waits_for_landed),
 	    cmocka_unit_test(test_durable_ignores_landed),
