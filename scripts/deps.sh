@@ -18,6 +18,8 @@ RF_DEBIAN_PACKAGES=(
 	qemu-utils fio libnbd-bin perftest jq
 	# benchmarks (scripts/bench.sh): anchors, report, plots, profiles
 	iperf3 python3 gnuplot-nox valgrind
+	# peers in the benchmark (scripts/bench.sh part i): DRBD 8.4 across two guests
+	drbd-utils
 )
 
 rf_install_deps() {
