@@ -700,6 +700,32 @@ def markdown(doc, plots_rel, have_plots, profile_text, json_rel):
     w("Missed goals: %s. Failed (ran, gave no figure): %s. Not measured (skipped): %s." % (
         ", ".join(misses) or "none", ", ".join(failed) or "none", ", ".join(unmeasured) or "none"))
     w("")
+    behind = []
+    for name, pr in c.get("i", {}).get("pairs", {}).items():
+        if (pr.get("qd1_overhead_ratio") or 99) < 1:
+            behind.append("i %s: QD1 latency added over the raw path %s us vs DRBD's %s us "
+                          "(repfabric's write crosses NBD into nbdkit and the agent's "
+                          "userspace post over rxe; DRBD's stays in the kernel)" % (
+                              name, fmt(pr.get("ours_added_p50_us")), fmt(pr.get("peer_added_p50_us"))))
+        if (pr.get("mb_per_s_ratio") or 99) < 1:
+            behind.append("i %s: 1 MiB QD16 at %sx DRBD's MB/s (every byte is copied into the "
+                          "agent's staging buffer and posted; DRBD sends from the bio)" % (
+                              name, fmt(pr.get("mb_per_s_ratio"), 2)))
+    sy = c.get("i", {}).get("sync", {})
+    if (sy.get("ratio") or 99) < 1:
+        behind.append("i initial sync: %s s vs DRBD's %s s" % (fmt(sy.get("rf_s"), 1), fmt(sy.get("drbd_s"), 1)))
+    for mode, m in c.get("j", {}).get("modes", {}).items():
+        if (m.get("sync_ratio") or 99) < 1:
+            behind.append("j initial sync vs QEMU's mirror (%s): the mirror copied in %s s, "
+                          "repfabric's sync took %s s (the hub pulls 1 MiB chunks, 4 in flight, "
+                          "through the ring; the mirror streams 16 MiB of buffers straight to "
+                          "the target)" % (mode, fmt(m.get("ready_s"), 2), fmt(c["f"].get("seconds"), 2)))
+    if behind:
+        w("Where repfabric is behind a peer in this run:")
+        w("")
+        for x in behind:
+            w("* " + x)
+        w("")
     if have_plots:
         w("![ratio to anchor per comparison](%s/ratios.png)" % plots_rel)
         w("")
@@ -925,6 +951,34 @@ def markdown(doc, plots_rel, have_plots, profile_text, json_rel):
       "anchors: `fio --rw=read --bs=1M` of the same image (on tmpfs, like the image repbench "
       "reads, so neither reads a disk), and rf-fabric-bench tcp with 1 MiB records.")
     w("* g: a fresh hub per agent count, each agent one volume and one writer thread, QD4.")
+    w("* i (peers, `bench/peers.sh` in a `tests/rxe-vm/run2.sh` pair): two guests, 1 vCPU "
+      "each, one unix-socket `stream` wire, soft-RoCE on it; each guest's virtio disk is a "
+      "tmpfs file on the host (b's holds random data). One boot pair, in order: fio on b's "
+      "raw disk; DRBD 8.4 (the guests' kernel module, `drbd-utils`' 8.4 helper, our own "
+      "config via `drbdadm -c`): `create-md`, `up` on both, `primary --force` on b, timed to "
+      "UpToDate/UpToDate (the initial full sync), fio on /dev/drbd0 with protocol C, "
+      "`drbdadm adjust` to protocol A on both, fio again, `down`; then plain `nbdkit file "
+      "/dev/vda` on b (fio's nbd engine), rephubd on a (`rdma://192.168.77.1`, ring on "
+      "tmpfs, recovery image on ext4 on a's own virtio disk, the medium DRBD's secondary "
+      "wrote to), nbdkit + repagent at `async` timed from start to `repctl wait --synced` "
+      "(the same volume size), fio, then at `durable`, fio. Why it is fair: the same "
+      "disks, wire, CPUs and boot; equal guarantees paired (DRBD C and `durable`: a write "
+      "completes once the peer has it durably; A and `async`: once it is local); DRBD "
+      "tuned as its guide says for a fast link (`max-buffers 8000`, `max-epoch-size 8000`, "
+      "`sndbuf-size 0` = auto, `al-extents 6007`, `c-plan-ahead 0` + `resync-rate 1000M` so "
+      "the resync controller does not throttle the initial sync: LAB measured 12.7 MiB/s "
+      "with the default controller, 33.5 with this); repfabric with its defaults. DRBD is "
+      "in the kernel (fio libaio on the block device), repfabric in userspace behind NBD, "
+      "so each is compared with its own raw path (raw disk, plain nbdkit) and the QD1 "
+      "figure is the p50 *added* over that path.")
+    w("* j (peers): `qemu-storage-daemon` (the Debian qemu's) mirrors the f-sized random "
+      "image with `blockdev-mirror sync=full` to `nbdkit file` on a unix socket, once with "
+      "`copy-mode=background` (async: the mirror catches up behind the guest) and once with "
+      "`copy-mode=write-blocking` (a guest write waits for the target, like `durable`); "
+      "default `buf-size` and granularity, no `speed` limit (fair: the fastest it goes "
+      "untuned; the hand measurement in #16 used the same defaults). Timed from the QMP "
+      "command to BLOCK_JOB_READY; fio (the e jobs) then writes through the daemon's NBD "
+      "export while the job is still mirroring. The sync ratio is per byte against f.")
     w("* repbench numbers its writes at `write_end` and maps them to ring sequences "
       "(subtracting PAD records); `seq map exact` says that no resend, sync read or "
       "overflow broke the mapping during the run (b is not scored when it did not hold). "
