@@ -868,11 +868,12 @@ def markdown(doc, plots_rel, have_plots, profile_text, json_rel):
         w("Two guests (`tests/rxe-vm/run2.sh`, 1 vCPU each, a unix-socket `stream` link, soft-RoCE "
           "on it), one boot pair; fio `--direct=1`, 4 KiB randwrite QD1 then 1 MiB write QD16. "
           "DRBD runs on the guest's virtio disk (libaio), beside the raw disk; repfabric runs "
-          "through nbdkit (fio's nbd engine), beside plain `nbdkit file` on the same disk.")
+          "through nbdkit (fio's nbd engine) on a tmpfs copy of that disk in the guest, beside "
+          "plain `nbdkit file` on the same copy (see How it is measured).")
         w("")
         w("| path | 4 KiB QD1 IOPS | p50 us | p99 us | 1 MiB QD16 MB/s |")
         w("| --- | --- | --- | --- | --- |")
-        names = {"raw": "raw virtio disk (libaio)", "plain": "plain nbdkit on that disk (nbd engine)",
+        names = {"raw": "raw virtio disk (libaio)", "plain": "plain nbdkit on its tmpfs copy (nbd engine)",
                  "drbd-C": "DRBD protocol C", "drbd-A": "DRBD protocol A",
                  "rf-durable": "repfabric `durable` (rdma)", "rf-async": "repfabric `async` (rdma)"}
         for key in ("raw", "plain", "drbd-C", "rf-durable", "drbd-A", "rf-async"):
