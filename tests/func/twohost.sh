@@ -85,7 +85,8 @@ join_lines() { sed -e ':a' -e '/\\$/N; s/\\\n//; ta'; }
 # delete` to reset it blocks while the agent holds the device. An RDMA NIC
 # is not affected; tests/rxe-vm/README.md has the details.
 wire_cut() {
-	local root=${RF_VM_CACHE:-$RF_SOURCE_DIR/tests/rxe-vm/cache}/kernel-$(uname -r)/root
+	local root
+	root=${RF_VM_CACHE:-$RF_SOURCE_DIR/tests/rxe-vm/cache}/kernel-$(uname -r)/root
 	modprobe -d "$root" sch_netem || rf_fail "cannot load sch_netem from $root"
 	tc qdisc add dev eth0 root netem loss 100% || rf_fail "tc netem failed"
 }

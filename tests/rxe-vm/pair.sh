@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced in a guest of tests/rxe-vm/run2.sh: coordination between the two
 # machines through marker files in the shared folder $RF_PAIR_SYNC.
 #   pair_mark NAME [TEXT]   create marker NAME (atomically), holding TEXT

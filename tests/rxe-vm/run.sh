@@ -291,9 +291,11 @@ pidfile=()
 
 # eth0: user networking (one guest alone), or a point-to-point wire to
 # another guest over a host unix socket (a MAC per side, from the address)
+# shellcheck disable=SC2054 # commas belong to qemu's option values
 netdev=(-netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0)
 if [ -n "$WIRE" ]; then
-	mac=$(printf '52:54:00:%02x:%02x:%02x' $(echo "${ADDR%/*}" | cut -d. -f2-4 | tr . ' '))
+	IFS=. read -r _ o2 o3 o4 <<<"${ADDR%/*}"
+	mac=$(printf '52:54:00:%02x:%02x:%02x' "$o2" "$o3" "$o4")
 	netdev=(-netdev "stream,id=n0,server=$([ "$WIRE_ROLE" = server ] && echo on || echo off),addr.type=unix,addr.path=$WIRE"
 		-device "virtio-net-pci,netdev=n0,mac=$mac")
 fi
