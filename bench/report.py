@@ -455,6 +455,7 @@ def build(parts):
     # filter, vs fio through the daemon's export while it mirrors).
     # Ratios: > 1 means repfabric is ahead.
     j = {"goal": "initial sync >= 3x faster than QEMU's mirror", "goal_min": 3.0, "modes": {}}
+    f = cmp_["f"]  # (the name was reused for a file above)
     eo4 = e.get("rand4k", {}).get("ours")
     eo1 = e.get("seq1m", {}).get("ours")
     for mode in ("background", "write-blocking"):
