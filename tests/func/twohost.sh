@@ -61,9 +61,11 @@ readme_section() {
 	awk '/^## Two-host RDMA deployment/ { on = 1; next } on && /^## / { exit } on' "$RF_SOURCE_DIR/README.md"
 }
 # readme_block REGEX: the first fenced block of the section matching REGEX
+# (reads to the end: an early exit could SIGPIPE readme_section, and
+# pipefail would call that a failure)
 readme_block() {
 	readme_section | awk -v pat="$1" '
-		/^```/ { if (inb) { if (b ~ pat) { printf "%s", b; found = 1; exit } b = ""; inb = 0 } else inb = 1; next }
+		/^```/ { if (inb) { if (!found && b ~ pat) { printf "%s", b; found = 1 } b = ""; inb = 0 } else inb = 1; next }
 		inb { b = b $0 "\n" }
 		END { exit !found }'
 }
