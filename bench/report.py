@@ -402,6 +402,95 @@ def build(parts):
         h["lags_under_load"] = summ
     cmp_["h"] = h
 
+    # i: peers across two guests on one wire (bench/peers.sh): DRBD 8.4
+    # protocol C vs repfabric durable, protocol A vs async; each beside its
+    # own raw path in the same boot (DRBD: the raw virtio disk, libaio;
+    # repfabric: plain `nbdkit file` on the same disk, fio's nbd engine).
+    # Ratios are "how many times better repfabric is" (> 1: ahead).
+    i = {"goal": "ahead of DRBD at equal guarantees (every ratio >= 1)", "goal_min": 1.0,
+         "rows": {}, "pairs": {}}
+    for key in ("raw", "plain", "drbd-C", "drbd-A", "rf-durable", "rf-async"):
+        r4 = fio_job(raw.get("i-" + key), "rand4k")
+        r1 = fio_job(raw.get("i-" + key), "seq1m")
+        if r4 or r1:
+            i["rows"][key] = {"iops": r4 and r4["iops"], "p50_us": r4 and r4["clat_p50_us"],
+                              "p99_us": r4 and r4["clat_p99_us"], "mb_per_s": r1 and r1["mb_per_s"]}
+    ds, rs = raw.get("i-drbd-sync"), raw.get("i-rf-sync")
+    if ok(ds) and ok(rs):
+        i["sync"] = {"drbd_s": ds["seconds"], "rf_s": rs["seconds"], "mb": rs["mb"],
+                     "drbd_mb_per_s": ds["mb"] * 1.048576 / ds["seconds"] if ds["seconds"] else None,
+                     "rf_mb_per_s": rs["mb"] * 1.048576 / rs["seconds"] if rs["seconds"] else None,
+                     "ratio": ds["seconds"] / rs["seconds"] if rs["seconds"] else None}
+    R = i["rows"]
+    ratios = []
+    for ours, peer in (("rf-durable", "drbd-C"), ("rf-async", "drbd-A")):
+        o, pe, base_o, base_p = R.get(ours), R.get(peer), R.get("plain"), R.get("raw")
+        if not (o and pe):
+            continue
+        pr = {"ours": ours, "peer": peer}
+        if base_o and base_p and None not in (o["p50_us"], pe["p50_us"], base_o["p50_us"], base_p["p50_us"]):
+            pr["ours_added_p50_us"] = o["p50_us"] - base_o["p50_us"]
+            pr["peer_added_p50_us"] = pe["p50_us"] - base_p["p50_us"]
+            if pr["ours_added_p50_us"] > 0:
+                pr["qd1_overhead_ratio"] = pr["peer_added_p50_us"] / pr["ours_added_p50_us"]
+        if o["mb_per_s"] and pe["mb_per_s"]:
+            pr["mb_per_s_ratio"] = o["mb_per_s"] / pe["mb_per_s"]
+        if o["iops"] and pe["iops"]:
+            pr["iops_ratio"] = o["iops"] / pe["iops"]
+        for k2 in ("qd1_overhead_ratio", "mb_per_s_ratio"):
+            if pr.get(k2) is not None:
+                ratios.append(pr[k2])
+        i["pairs"]["%s vs %s" % (ours, peer)] = pr
+    if i.get("sync", {}).get("ratio") is not None:
+        ratios.append(i["sync"]["ratio"])
+    if ratios:
+        i["ratio"] = min(ratios)
+    elif not skipped("i"):
+        i["not_measured"] = "the pair produced no DRBD/repfabric figures (errors: %s)" % (
+            (raw.get("i-errors") or "none").strip()[:300])
+    cmp_["i"] = i
+
+    # j: QEMU's block mirror (qemu-storage-daemon blockdev-mirror to nbdkit)
+    # vs f (repfabric's initial sync of the same size) and e (fio through the
+    # filter, vs fio through the daemon's export while it mirrors).
+    # Ratios: > 1 means repfabric is ahead.
+    j = {"goal": "initial sync >= 3x faster than QEMU's mirror", "goal_min": 3.0, "modes": {}}
+    f = cmp_["f"]  # (the name was reused for a file above)
+    eo4 = e.get("rand4k", {}).get("ours")
+    eo1 = e.get("seq1m", {}).get("ours")
+    for mode in ("background", "write-blocking"):
+        d = raw.get("j-" + mode)
+        if not ok(d) or d.get("ready_s") is None:
+            if isinstance(d, dict) and d.get("error"):
+                j["modes"][mode] = {"error": d["error"]}
+            continue
+        m = {"ready_s": d["ready_s"], "bytes": d.get("bytes")}
+        if m["bytes"]:
+            m["sync_mb_per_s"] = m["bytes"] / 1e6 / d["ready_s"]
+        if f.get("seconds") and f.get("bytes") and m["bytes"]:
+            # per byte, in case the sizes differ
+            m["sync_ratio"] = (d["ready_s"] / m["bytes"]) / (f["seconds"] / f["bytes"])
+        r4 = fio_job(d.get("fio"), "rand4k")
+        r1 = fio_job(d.get("fio"), "seq1m")
+        if r4:
+            m.update(iops=r4["iops"], p50_us=r4["clat_p50_us"], p99_us=r4["clat_p99_us"])
+            if eo4:
+                m["iops_ratio"] = eo4["iops"] / r4["iops"] if r4["iops"] else None
+                m["p50_ratio"] = r4["clat_p50_us"] / eo4["clat_p50_us"] if eo4["clat_p50_us"] else None
+        if r1:
+            m["mb_per_s"] = r1["mb_per_s"]
+            if eo1 and r1["mb_per_s"]:
+                m["mb_per_s_ratio"] = eo1["mb_per_s"] / r1["mb_per_s"]
+        j["modes"][mode] = m
+    srs = [m["sync_ratio"] for m in j["modes"].values() if m.get("sync_ratio") is not None]
+    if srs:
+        j["ratio"] = min(srs)
+    elif not skipped("j"):
+        j["not_measured"] = "no mirror or no f figure: %s" % "; ".join(
+            "%s: %s" % (k, v.get("error")) for k, v in j["modes"].items() if v.get("error")) or (
+            f.get("not_measured") or "f not run")
+    cmp_["j"] = j
+
     # verdicts: a comparison that was skipped (tool missing, no VM, not
     # selected) is NOT MEASURED; one that ran but gave no figure is FAILED
     for k, v in cmp_.items():
@@ -594,6 +683,17 @@ def markdown(doc, plots_rel, have_plots, profile_text, json_rel):
                  if v["level"] == "durable" and v.get("added_p50_us") is not None), default=None)),
         fmt(h.get("plain_p50_us")), fmt(h.get("anchor_rtt_us")), fmt(h.get("ratio"), 2), h["goal"],
         h["verdict"] + (" (%s)" % nm(h) if h["verdict"] in ("NOT MEASURED", "FAILED") else "")))
+    i = c.get("i", {"verdict": "NOT MEASURED", "goal": "", "rows": {}, "pairs": {}})
+    sy = i.get("sync", {})
+    w("| i | two guests, one wire: repfabric durable / async vs DRBD 8.4 C / A (QD1 p50 overhead, 1 MiB QD16 MB/s) and initial sync %s s vs DRBD %s s | DRBD | **%s** (lowest) | %s | %s | |" % (
+        fmt(sy.get("rf_s"), 1), fmt(sy.get("drbd_s"), 1), fmt(i.get("ratio"), 2), i.get("goal", ""),
+        i["verdict"] + (" (%s)" % nm(i) if i["verdict"] in ("NOT MEASURED", "FAILED") else "")))
+    j = c.get("j", {"verdict": "NOT MEASURED", "goal": "", "modes": {}})
+    jm = j.get("modes", {})
+    w("| j | QEMU mirror (qemu-storage-daemon `blockdev-mirror` to nbdkit): ready after %s s (background), %s s (write-blocking) | repfabric's initial sync (f): %s s | **%s** (lowest) | %s | %s | |" % (
+        fmt(jm.get("background", {}).get("ready_s"), 2), fmt(jm.get("write-blocking", {}).get("ready_s"), 2),
+        fmt(c["f"].get("seconds"), 2), fmt(j.get("ratio"), 2), j.get("goal", ""),
+        j["verdict"] + (" (%s)" % nm(j) if j["verdict"] in ("NOT MEASURED", "FAILED") else "")))
     w("")
     misses = [k for k, v in c.items() if v["verdict"] == "MISS"]
     unmeasured = [k for k, v in c.items() if v["verdict"] == "NOT MEASURED"]
@@ -601,6 +701,32 @@ def markdown(doc, plots_rel, have_plots, profile_text, json_rel):
     w("Missed goals: %s. Failed (ran, gave no figure): %s. Not measured (skipped): %s." % (
         ", ".join(misses) or "none", ", ".join(failed) or "none", ", ".join(unmeasured) or "none"))
     w("")
+    behind = []
+    for name, pr in c.get("i", {}).get("pairs", {}).items():
+        if (pr.get("qd1_overhead_ratio") or 99) < 1:
+            behind.append("i %s: QD1 latency added over the raw path %s us vs DRBD's %s us "
+                          "(repfabric's write crosses NBD into nbdkit and the agent's "
+                          "userspace post over rxe; DRBD's stays in the kernel)" % (
+                              name, fmt(pr.get("ours_added_p50_us")), fmt(pr.get("peer_added_p50_us"))))
+        if (pr.get("mb_per_s_ratio") or 99) < 1:
+            behind.append("i %s: 1 MiB QD16 at %sx DRBD's MB/s (every byte is copied into the "
+                          "agent's staging buffer and posted; DRBD sends from the bio)" % (
+                              name, fmt(pr.get("mb_per_s_ratio"), 2)))
+    sy = c.get("i", {}).get("sync", {})
+    if (sy.get("ratio") or 99) < 1:
+        behind.append("i initial sync: %s s vs DRBD's %s s" % (fmt(sy.get("rf_s"), 1), fmt(sy.get("drbd_s"), 1)))
+    for mode, m in c.get("j", {}).get("modes", {}).items():
+        if (m.get("sync_ratio") or 99) < 1:
+            behind.append("j initial sync vs QEMU's mirror (%s): the mirror copied in %s s, "
+                          "repfabric's sync took %s s (the hub pulls 1 MiB chunks, 4 in flight, "
+                          "through the ring; the mirror streams 16 MiB of buffers straight to "
+                          "the target)" % (mode, fmt(m.get("ready_s"), 2), fmt(c["f"].get("seconds"), 2)))
+    if behind:
+        w("Where repfabric is behind a peer in this run:")
+        w("")
+        for x in behind:
+            w("* " + x)
+        w("")
     if have_plots:
         w("![ratio to anchor per comparison](%s/ratios.png)" % plots_rel)
         w("")
@@ -736,6 +862,65 @@ def markdown(doc, plots_rel, have_plots, profile_text, json_rel):
                 fmt(L[pre + "bytes"]["median"]), fmt(L[pre + "bytes"]["max"]),
                 fmt(L[pre + "ms"]["median"]), fmt(L[pre + "ms"]["max"])))
         w("")
+    if c.get("i", {}).get("rows"):
+        i = c["i"]
+        w("### Peers: DRBD 8.4 and repfabric across two guests on one wire (i)")
+        w("")
+        w("Two guests (`tests/rxe-vm/run2.sh`, 1 vCPU each, a unix-socket `stream` link, soft-RoCE "
+          "on it), one boot pair; fio `--direct=1`, 4 KiB randwrite QD1 then 1 MiB write QD16. "
+          "DRBD runs on the guest's virtio disk (libaio), beside the raw disk; repfabric runs "
+          "through nbdkit (fio's nbd engine) on a tmpfs copy of that disk in the guest, beside "
+          "plain `nbdkit file` on the same copy (see How it is measured).")
+        w("")
+        w("| path | 4 KiB QD1 IOPS | p50 us | p99 us | 1 MiB QD16 MB/s |")
+        w("| --- | --- | --- | --- | --- |")
+        names = {"raw": "raw virtio disk (libaio)", "plain": "plain nbdkit on its tmpfs copy (nbd engine)",
+                 "drbd-C": "DRBD protocol C", "drbd-A": "DRBD protocol A",
+                 "rf-durable": "repfabric `durable` (rdma)", "rf-async": "repfabric `async` (rdma)"}
+        for key in ("raw", "plain", "drbd-C", "rf-durable", "drbd-A", "rf-async"):
+            r = i["rows"].get(key)
+            if r:
+                w("| %s | %s | %s | %s | %s |" % (names[key], fmt(r["iops"]), fmt(r["p50_us"]),
+                                                 fmt(r["p99_us"]), fmt(r["mb_per_s"])))
+        w("")
+        if i.get("pairs"):
+            w("| equal guarantee | QD1 p50 added over own raw path: ours / DRBD us | DRBD's / ours | 1 MiB MB/s ours / DRBD | IOPS ours / DRBD |")
+            w("| --- | --- | --- | --- | --- |")
+            for name, pr in i["pairs"].items():
+                w("| %s | %s / %s | **%s** | **%s** | %s |" % (
+                    name, fmt(pr.get("ours_added_p50_us")), fmt(pr.get("peer_added_p50_us")),
+                    fmt(pr.get("qd1_overhead_ratio"), 2), fmt(pr.get("mb_per_s_ratio"), 2),
+                    fmt(pr.get("iops_ratio"), 2)))
+            w("")
+        if i.get("sync"):
+            sy = i["sync"]
+            w("Initial full sync of %s MiB: DRBD %s s (%s MB/s), repfabric %s s (%s MB/s): DRBD's time / ours **%s**." % (
+                fmt(sy["mb"], 0), fmt(sy["drbd_s"], 1), fmt(sy.get("drbd_mb_per_s")), fmt(sy["rf_s"], 1),
+                fmt(sy.get("rf_mb_per_s")), fmt(sy.get("ratio"), 2)))
+            w("")
+    if any("ready_s" in m for m in c.get("j", {}).get("modes", {}).values()):
+        j = c["j"]
+        w("### Peers: QEMU's block mirror (j) beside f and e")
+        w("")
+        w("`qemu-storage-daemon`: the f-sized random image (tmpfs) as node `src`, exported "
+          "writable over NBD; `blockdev-mirror sync=full` to `nbdkit file` on a unix socket, "
+          "default buffer and granularity, no speed limit. Ready = the initial copy is done "
+          "(BLOCK_JOB_READY). Then the e fio jobs run against the export while the job mirrors "
+          "(write-blocking: a guest write completes once the target has it, like repfabric's "
+          "`durable`; background: like `async`). repfabric's figures are f (repbench "
+          "`--sync-only`, tcp) and e (fio through nbdkit + filter + hub, tcp, `async`).")
+        w("")
+        w("| mode | ready s | copy MB/s | sync: mirror / repfabric time | 4 KiB QD1 IOPS | p50 us | 1 MiB QD16 MB/s | IOPS ours / mirror | MB/s ours / mirror |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for mode, m in j["modes"].items():
+            if "ready_s" not in m:
+                w("| %s | failed: %s | | | | | | | |" % (mode, m.get("error", "")))
+                continue
+            w("| %s | %s | %s | **%s** | %s | %s | %s | %s | %s |" % (
+                mode, fmt(m["ready_s"], 2), fmt(m.get("sync_mb_per_s")), fmt(m.get("sync_ratio"), 2),
+                fmt(m.get("iops")), fmt(m.get("p50_us")), fmt(m.get("mb_per_s")),
+                fmt(m.get("iops_ratio"), 2), fmt(m.get("mb_per_s_ratio"), 2)))
+        w("")
     if raw.get("rxe-stats"):
         w("### rxe counters after the VM run")
         w("")
@@ -768,6 +953,35 @@ def markdown(doc, plots_rel, have_plots, profile_text, json_rel):
       "anchors: `fio --rw=read --bs=1M` of the same image (on tmpfs, like the image repbench "
       "reads, so neither reads a disk), and rf-fabric-bench tcp with 1 MiB records.")
     w("* g: a fresh hub per agent count, each agent one volume and one writer thread, QD4.")
+    w("* i (peers, `bench/peers.sh` in a `tests/rxe-vm/run2.sh` pair): two guests, 1 vCPU "
+      "each, one unix-socket `stream` wire, soft-RoCE on it; each guest's virtio disk is a "
+      "tmpfs file on the host (b's holds random data). One boot pair, in order: fio on b's "
+      "raw disk; DRBD 8.4 (the guests' kernel module, `drbd-utils`' 8.4 helper, our own "
+      "config via `drbdadm -c`): `create-md`, `up` on both, `primary --force` on b, timed to "
+      "UpToDate/UpToDate (the initial full sync), fio on /dev/drbd0 with protocol C, "
+      "`drbdadm adjust` to protocol A on both, fio again, `down`; then b copies its disk to "
+      "its tmpfs (nbdkit's file plugin on the virtio disk itself crawled in this guest: "
+      "1 MiB QD16 at 17 MB/s with no filter at all), plain `nbdkit file` on that copy (fio's "
+      "nbd engine), rephubd on a (`rdma://192.168.77.1`, ring and recovery image on a's "
+      "tmpfs), nbdkit + repagent at `async` timed from start to `repctl wait --synced` "
+      "(the same volume size), fio, then at `durable`, fio. Why it is fair: the same "
+      "disks, wire, CPUs and boot; equal guarantees paired (DRBD C and `durable`: a write "
+      "completes once the peer has it durably; A and `async`: once it is local); DRBD "
+      "tuned as its guide says for a fast link (`max-buffers 8000`, `max-epoch-size 8000`, "
+      "`sndbuf-size 0` = auto, `al-extents 6007`, `c-plan-ahead 0` + `resync-rate 1000M` so "
+      "the resync controller does not throttle the initial sync: LAB measured 12.7 MiB/s "
+      "with the default controller, 33.5 with this); repfabric with its defaults. DRBD is "
+      "in the kernel (fio libaio on the block device), repfabric in userspace behind NBD, "
+      "so each is compared with its own raw path (raw disk, plain nbdkit) and the QD1 "
+      "figure is the p50 *added* over that path.")
+    w("* j (peers): `qemu-storage-daemon` (the Debian qemu's) mirrors the f-sized random "
+      "image with `blockdev-mirror sync=full` to `nbdkit file` on a unix socket, once with "
+      "`copy-mode=background` (async: the mirror catches up behind the guest) and once with "
+      "`copy-mode=write-blocking` (a guest write waits for the target, like `durable`); "
+      "default `buf-size` and granularity, no `speed` limit (fair: the fastest it goes "
+      "untuned; the hand measurement in #16 used the same defaults). Timed from the QMP "
+      "command to BLOCK_JOB_READY; fio (the e jobs) then writes through the daemon's NBD "
+      "export while the job is still mirroring. The sync ratio is per byte against f.")
     w("* repbench numbers its writes at `write_end` and maps them to ring sequences "
       "(subtracting PAD records); `seq map exact` says that no resend, sync read or "
       "overflow broke the mapping during the run (b is not scored when it did not hold). "
@@ -801,6 +1015,18 @@ def plots(doc, outdir):
         rows.append(("e 4k IOPS", e["rand4k"]["iops_ratio"], 0.85))
     if e.get("seq1m", {}).get("mb_per_s_ratio") is not None:
         rows.append(("e 1M MB/s", e["seq1m"]["mb_per_s_ratio"], 0.85))
+    ci = c.get("i", {})
+    for pr in ci.get("pairs", {}).values():
+        short = "dur/C" if pr["peer"] == "drbd-C" else "async/A"
+        if pr.get("qd1_overhead_ratio") is not None:
+            rows.append(("i %s QD1 vs DRBD" % short, pr["qd1_overhead_ratio"], 1.0))
+        if pr.get("mb_per_s_ratio") is not None:
+            rows.append(("i %s 1M vs DRBD" % short, pr["mb_per_s_ratio"], 1.0))
+    if ci.get("sync", {}).get("ratio") is not None:
+        rows.append(("i sync vs DRBD", ci["sync"]["ratio"], 1.0))
+    for mode, m in c.get("j", {}).get("modes", {}).items():
+        if m.get("sync_ratio") is not None:
+            rows.append(("j sync vs mirror %s" % mode[:5], m["sync_ratio"], 3.0))
     data = os.path.join(outdir, ".ratios.dat")
     with open(data, "w") as f:
         for i, (label, r, goal) in enumerate(rows):

@@ -14,6 +14,14 @@
 #      through nbdkit + filter, soft-RoCE VM, ring on the NVDIMM)
 #                                                vs plain nbdkit, ib_write_lat
 #      and the lags between the three positions under load
+#   i  peers across two guests on one wire (tests/rxe-vm/run2.sh, bench/peers.sh):
+#      DRBD 8.4 protocol C / A vs repfabric durable / async over rdma: fio
+#      4 KiB randwrite QD1 and 1 MiB write QD16 beside the raw disk, and the
+#      initial full sync of the same volume
+#   j  QEMU's block mirror (qemu-storage-daemon, blockdev-mirror to nbdkit,
+#      copy-mode background and write-blocking): time to ready for the f
+#      volume, and fio through its NBD export while it mirrors
+#                                                vs f (initial sync), e (fio)
 #
 # Writes bench/results/<timestamp>.json and regenerates docs/BENCHMARKS.md
 # and docs/bench/*.png (gnuplot) from that run (bench/report.py).
@@ -32,7 +40,7 @@ set -euo pipefail
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${RF_BUILD_DIR:-$SRC/build}
 SHORT=0
-ONLY=a,b,c,d,e,f,g,h
+ONLY=a,b,c,d,e,f,g,h,i,j
 VM=1
 JSON_OUT="" MD_OUT="" PLOTS_OUT=""
 GUEST=""
@@ -47,7 +55,7 @@ while [ $# -gt 0 ]; do
 	--only) ONLY=$2; shift ;;
 	--no-vm) VM=0 ;;
 	--guest) GUEST=$2; shift ;; # internal: runs a/b inside the VM
-	-h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,36p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -369,7 +377,7 @@ fi
 	echo "}"
 } >"$P/env.json"
 log "run $TS ($([ "$SHORT" = 1 ] && echo short || echo full)), scratch $W"
-for k in a b c d e f g h; do want "$k" || skip_part "$k" "not selected (--only $ONLY)"; done
+for k in a b c d e f g h i j; do want "$k" || skip_part "$k" "not selected (--only $ONLY)"; done
 
 # c: tcp -------------------------------------------------------------------
 # c, d, e and g run ROUNDS interleaved rounds (ours, then the anchors; e:
@@ -503,6 +511,49 @@ if want f; then
 	rm -f "$img"
 fi
 
+# j: QEMU's block mirror ---------------------------------------------------
+# qemu-storage-daemon holds the same kind of image as f (random data, tmpfs)
+# as node src, exported writable over NBD (the guest's view), and mirrors it
+# with blockdev-mirror sync=full to `nbdkit file` on a unix socket (the
+# replica). Default mirror settings (buf-size, granularity, no speed
+# limit): the hand measurement of #16 used them too. bench/qmp_mirror.py
+# times start -> BLOCK_JOB_READY (the initial copy) and runs the e fio jobs
+# against the export while the job mirrors.
+if want j; then
+	if ! command -v qemu-storage-daemon >/dev/null || ! command -v nbdkit >/dev/null ||
+		! command -v fio >/dev/null; then
+		skip_part j "qemu-storage-daemon, nbdkit or fio is not installed (qemu-system-x86, nbdkit, fio)"
+	else
+		src=$W/j-src.img
+		head -c "$((SYNC_VOL_MB << 20))" /dev/urandom >"$src"
+		for mode in background write-blocking; do
+			log "j: QEMU mirror ($mode) of ${SYNC_VOL_MB} MiB to nbdkit, then fio through its export"
+			rm -f "$W/j-tgt.img" "$W"/j-*.sock
+			truncate -s "${SYNC_VOL_MB}M" "$W/j-tgt.img"
+			spawn j-nbdkit-$mode nbdkit -f -U "$W/j-tgt.sock" file "$W/j-tgt.img"
+			jn=$LAST_PID
+			for _ in $(seq 100); do [ -S "$W/j-tgt.sock" ] && break; sleep 0.1; done
+			spawn j-qsd-$mode qemu-storage-daemon \
+				--blockdev "file,filename=$src,node-name=src-file,cache.direct=off" \
+				--blockdev raw,file=src-file,node-name=src \
+				--blockdev "nbd,server.type=unix,server.path=$W/j-tgt.sock,node-name=tgt" \
+				--nbd-server "addr.type=unix,addr.path=$W/j-exp.sock" \
+				--export nbd,id=exp0,node-name=src,writable=on,name= \
+				--chardev "socket,path=$W/j-qmp.sock,server=on,wait=off,id=qmp0" \
+				--monitor chardev=qmp0
+			jq_=$LAST_PID
+			for _ in $(seq 100); do [ -S "$W/j-qmp.sock" ] && [ -S "$W/j-exp.sock" ] && break; sleep 0.1; done
+			timeout $((FIO_SECS * 4 + 400)) python3 "$SRC/bench/qmp_mirror.py" --qmp "$W/j-qmp.sock" \
+				--mode "$mode" --json "$P/j-$mode.json" --uri "nbd+unix:///?socket=$W/j-exp.sock" \
+				--fio-secs "$FIO_SECS" --size "$VOL" --timeout 300 ||
+				log "j: $mode failed: $(cat "$P/j-$mode.json" 2>/dev/null)"
+			stop "$jq_"
+			stop "$jn"
+		done
+		rm -f "$src" "$W/j-tgt.img"
+	fi
+fi
+
 # g: scaling ---------------------------------------------------------------
 if want g; then
 	for r in $(seq "$ROUNDS"); do
@@ -546,6 +597,33 @@ if want a || want b || want h; then
 		[ "$vrc" = 0 ] || log "a, b: the VM run exited $vrc (log: $W/vm.log)"
 		cp -r "$vmout"/. "$P"/ 2>/dev/null || true
 		rm -rf "$vmout"
+	fi
+fi
+
+# i: peers across two guests on one wire ------------------------------------
+if want i; then
+	if [ "$VM" = 0 ]; then
+		skip_part i "no VM in this run (--short or --no-vm)"
+	elif ! command -v qemu-system-x86_64 >/dev/null || ! command -v drbdadm >/dev/null; then
+		skip_part i "qemu-system-x86_64 or drbdadm is not installed (scripts/deps.sh)"
+	else
+		I_MB=${RF_BENCH_PEER_MB:-$([ "$SHORT" = 1 ] && echo 64 || echo 256)}
+		I_SECS=${RF_BENCH_PEER_SECS:-$([ "$SHORT" = 1 ] && echo 2 || echo 10)}
+		log "i: DRBD vs repfabric across two guests (${I_MB} MiB volume, ${I_SECS} s per fio job)"
+		iout=$(mktemp -d "${TMPDIR:-/tmp}/rf-bench-pair.XXXX")
+		# the guests' disks: files on the host's tmpfs; b's holds random data
+		# (neither sync may skip zeroes)
+		truncate -s "${I_MB}M" "$W/i-a.img"
+		head -c "$((I_MB << 20))" /dev/urandom >"$W/i-b.img"
+		irc=0
+		"$SRC/tests/rxe-vm/run2.sh" --timeout 1500 --mem 1024 --share "$iout" \
+			--drive-a "$W/i-a.img" --drive-b "$W/i-b.img" \
+			-- bash "$SRC/bench/peers.sh" "$iout" "$I_SECS" "$I_MB" "$BUILD" >"$W/pair.log" 2>&1 || irc=$?
+		echo "{\"exit\": $irc}" >"$P/i-exit.json"
+		[ "$irc" = 0 ] || log "i: the pair exited $irc (log: $W/pair.log)"
+		cp -r "$iout"/. "$P"/ 2>/dev/null || true
+		cp "$W/pair.log" "$P/i-pair.log" 2>/dev/null || true
+		rm -rf "$iout" "$W/i-a.img" "$W/i-b.img"
 	fi
 fi
 

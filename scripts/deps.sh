@@ -20,6 +20,8 @@ RF_DEBIAN_PACKAGES=(
 	python3-libnbd
 	# benchmarks (scripts/bench.sh): anchors, report, plots, profiles
 	iperf3 python3 gnuplot-nox valgrind
+	# peers in the benchmark (scripts/bench.sh part i): DRBD 8.4 across two guests
+	drbd-utils
 )
 
 rf_install_deps() {

@@ -7,7 +7,8 @@
 #      checkout under /tmp works), plus proc, sys, dev and /dev/shm,
 #   3. mounts run.sh's run folder (tag "rfrun") at /run/rf-vm and each
 #      --share folder (tags listed in /run/rf-vm/shares) at its host path,
-#   4. brings up eth0 (10.0.2.15/24) and binds rxe0 to it,
+#   4. brings up eth0 (10.0.2.15/24, or the address in /rfrun/net: run.sh
+#      --addr) and binds rxe0 to it,
 #   5. chroots into the overlay and runs /run/rf-vm/cmd.sh with the host's
 #      bash, writes its exit status to /run/rf-vm/status, prints
 #      RF_VM_EXIT=<n> and powers off.
@@ -80,15 +81,21 @@ if [ -f $RUNDIR/shares ]; then
 	done <$RUNDIR/shares
 fi
 
-# Network: lo, and eth0 (virtio-net on qemu user networking) with jumbo
-# frames if the NIC takes them.
+# Network: lo, and eth0 (virtio-net on qemu user networking, or a wire to
+# another guest) with jumbo frames if the NIC takes them.  run.sh writes
+# eth0's address (IP/NN) to the run folder's "net".
+addr=10.0.2.15/24
+[ ! -s /rfrun/net ] || read -r addr </rfrun/net
+ip=${addr%/*}
+# the RoCEv2 IPv4-mapped GID ends in the address in hex (10.0.2.15: 0a00:020f)
+gidtail=$(echo "$ip" | awk -F. '{ printf ":%02x%02x:%02x%02x", $1, $2, $3, $4 }')
 ip link set lo up
 mtu=9000
 ip link set eth0 mtu $mtu 2>/dev/null || mtu=1500
 ip link set eth0 mtu $mtu || fail "cannot set the MTU of eth0"
-ip addr add 10.0.2.15/24 dev eth0 || fail "cannot configure eth0"
+ip addr add "$addr" dev eth0 || fail "cannot configure eth0 ($addr)"
 ip link set eth0 up || fail "cannot bring eth0 up"
-say "eth0 10.0.2.15/24 mtu $mtu"
+say "eth0 $addr mtu $mtu"
 echo "RF_VM_MTU=$mtu"
 
 # Soft-RoCE on eth0, with the host's rdma tool (iproute2).
@@ -103,9 +110,9 @@ in_root rdma link add rxe0 type rxe netdev eth0 || fail "rdma link add rxe0 fail
 port=/sys/class/infiniband/rxe0/ports/1
 i=0
 until grep -q ACTIVE $port/state 2>/dev/null &&
-	grep -q ':0a00:020f$' $port/gids/1 2>/dev/null; do
+	grep -q "$gidtail\$" $port/gids/1 2>/dev/null; do
 	i=$((i + 1))
-	[ $i -le 100 ] || fail "rxe0 did not become ACTIVE with GID 1 = 10.0.2.15 within 10 s"
+	[ $i -le 100 ] || fail "rxe0 did not become ACTIVE with GID 1 = $ip within 10 s"
 	sleep 0.1
 done
 in_root rdma link show

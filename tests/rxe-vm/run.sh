@@ -3,7 +3,9 @@
 # (rdma_rxe bound to eth0 = 10.0.2.15), booting Debian's own kernel.
 #
 #   tests/rxe-vm/run.sh [--timeout S] [--share DIR]... [--mem M] [--drive D]...
-#                       [--nvdimm FILE] [--pidfile FILE] -- CMD [ARGS...]
+#                       [--nvdimm FILE] [--pidfile FILE] [--smp N]
+#                       [--wire SOCK --wire-role server|client --addr IP/NN]
+#                       -- CMD [ARGS...]
 #
 # The guest sees the host's / read-only (with a throw-away tmpfs overlay on
 # top) and runs CMD with the host's bash, in the same working directory and
@@ -30,6 +32,14 @@
 #                stored on the NVDIMM, so a later boot on FILE finds its
 #                data again (a power cut = SIGKILL of qemu, see --pidfile).
 #   --pidfile FILE  qemu writes its pid there (to cut the power from the host)
+#   --smp N      vCPUs (default 2; two guests on 2 host cores want 1 each)
+#   --wire SOCK  eth0 is a virtio NIC on a point-to-point link to another
+#                guest over the host unix socket SOCK (qemu -netdev stream)
+#                instead of user networking; --wire-role server creates and
+#                listens on SOCK (start it first), client connects to it.
+#                --addr IP/NN is then eth0's address (the GID rxe0 waits
+#                for).  run2.sh boots such a pair.
+#   --addr IP/NN eth0's IPv4 address (default 10.0.2.15/24)
 #
 # Exit status: CMD's own exit status, or
 #   124  the VM did not finish within --timeout (qemu killed)
@@ -48,6 +58,10 @@ SHARES=()
 DRIVES=()
 NVDIMM=
 PIDFILE=
+SMP=2
+WIRE=
+WIRE_ROLE=
+ADDR=10.0.2.15/24
 
 log() { echo "[rxe-vm] $*" >&2; }
 die() {
@@ -92,6 +106,26 @@ while [ $# -gt 0 ]; do
 		PIDFILE=$2
 		shift 2
 		;;
+	--smp)
+		[ $# -ge 2 ] || usage
+		SMP=$2
+		shift 2
+		;;
+	--wire)
+		[ $# -ge 2 ] || usage
+		WIRE=$2
+		shift 2
+		;;
+	--wire-role)
+		[ $# -ge 2 ] || usage
+		WIRE_ROLE=$2
+		shift 2
+		;;
+	--addr)
+		[ $# -ge 2 ] || usage
+		ADDR=$2
+		shift 2
+		;;
 	--)
 		shift
 		break
@@ -107,6 +141,17 @@ done
 [[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout wants whole seconds, not '$TIMEOUT'"
 if ! [[ $MEM =~ ^[1-9][0-9]*$ ]] || [ "$MEM" -lt 256 ]; then
 	die "--mem wants MiB >= 256, not '$MEM'"
+fi
+[[ $SMP =~ ^[1-8]$ ]] || die "--smp wants 1..8 vCPUs, not '$SMP'"
+[[ $ADDR =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$ ]] || die "--addr wants IP/NN, not '$ADDR'"
+if [ -n "$WIRE" ]; then
+	case $WIRE in /*) ;; *) die "--wire wants an absolute socket path, not '$WIRE'" ;; esac
+	[[ $WIRE != *,* ]] || die "--wire: no commas in the path, please: $WIRE"
+	case $WIRE_ROLE in
+	server) ;;
+	client) [ -S "$WIRE" ] || die "--wire $WIRE: no socket there (start the server side first)" ;;
+	*) die "--wire-role wants server or client, not '$WIRE_ROLE'" ;;
+	esac
 fi
 
 # need CMD PACKAGE: fail with the Debian package that provides CMD.
@@ -193,6 +238,9 @@ trap 'exit 143' TERM
 	printf '\n'
 } >"$RUN/cmd.sh"
 
+# eth0's address for init.sh (it binds rxe0 to eth0 and waits for this GID)
+echo "$ADDR" >"$RUN/net"
+
 virtfs=(-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
 	-virtfs "local,path=${RUN//,/,,},mount_tag=rfrun,security_model=none,multidevs=remap")
 : >"$RUN/shares"
@@ -241,20 +289,31 @@ fi
 pidfile=()
 [ -z "$PIDFILE" ] || pidfile=(-pidfile "$PIDFILE")
 
+# eth0: user networking (one guest alone), or a point-to-point wire to
+# another guest over a host unix socket (a MAC per side, from the address)
+# shellcheck disable=SC2054 # commas belong to qemu's option values
+netdev=(-netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0)
+if [ -n "$WIRE" ]; then
+	IFS=. read -r _ o2 o3 o4 <<<"${ADDR%/*}"
+	mac=$(printf '52:54:00:%02x:%02x:%02x' "$o2" "$o3" "$o4")
+	netdev=(-netdev "stream,id=n0,server=$([ "$WIRE_ROLE" = server ] && echo on || echo off),addr.type=unix,addr.path=$WIRE"
+		-device "virtio-net-pci,netdev=n0,mac=$mac")
+fi
+
 cmdline="console=ttyS0 quiet panic=-1 cryptomgr.notests"
 cmdline+=" no_timer_check tsc=reliable random.trust_cpu=on 8250.nr_uarts=1"
 cmdline+=" i8042.noaux i8042.nokbd i8042.nopnp"
 
-log "booting kernel $RF_VM_KVER ($(basename "$RF_VM_KERNEL"), $accel, 2 vCPUs, ${MEM} MiB, timeout ${TIMEOUT}s)"
+log "booting kernel $RF_VM_KVER ($(basename "$RF_VM_KERNEL"), $accel, $SMP vCPUs, ${MEM} MiB, eth0 $ADDR${WIRE:+ on wire $WIRE ($WIRE_ROLE)}, timeout ${TIMEOUT}s)"
 t0=${EPOCHREALTIME/,/.}
 # stdin is /dev/null: qemu then leaves the terminal alone, and the guest's
 # console (kernel messages, rxe device, CMD's output) streams to stdout.
 timeout -k 5 "$TIMEOUT" qemu-system-x86_64 \
 	-nodefaults -no-user-config -display none -no-reboot \
-	-machine "$machine" "${accel_opts[@]}" -smp 2 "${mem_opts[@]}" \
+	-machine "$machine" "${accel_opts[@]}" -smp "$SMP" "${mem_opts[@]}" \
 	-kernel "$RF_VM_KERNEL" -initrd "$RF_VM_INITRD" -append "$cmdline" \
 	-chardev "stdio,id=con0,signal=off,logfile=${RUN//,/,,}/console.log" -serial chardev:con0 \
-	-netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0 \
+	"${netdev[@]}" \
 	"${virtfs[@]}" ${drives[@]+"${drives[@]}"} ${nvdimm[@]+"${nvdimm[@]}"} \
 	${pidfile[@]+"${pidfile[@]}"} </dev/null &
 QPID=$!
