@@ -41,7 +41,6 @@ struct hub_agent {
 	bool stop_invalid;    /* an invalid record at the head (no peer to fence) */
 	uint64_t invalid_seq; /* its sequence (logged and counted once) */
 	int64_t drain_retry_at;
-	int64_t apply_wait_since; /* rule pmem: durable records wait for the apply since */
 
 	/* the newest PROGRESS */
 	bool have_progress;

@@ -52,7 +52,6 @@
 
 #define HUB_TICK_MS           100         /* timer period: pacing, retries, timeouts */
 #define HUB_SPIN_ACTIVE_MS    1000        /* poll_us spins this long after a DATA event */
-#define HUB_APPLY_DEFER_MS    50          /* rule pmem: an apply may wait this long */
 #define HUB_HEARTBEAT_MS      5000        /* send HEARTBEAT to an agent this often */
 #define HUB_IDLE_MS           30000       /* drop a connection silent this long */
 #define HUB_PREAUTH_MAX_LEN   256         /* with psk_file: frame payload cap before AUTH_OK */

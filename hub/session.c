@@ -46,39 +46,6 @@ int agent_open_ring(struct hub_agent *a)
 	return rc ? agent_ring_failed(a, rc) : 0;
 }
 
-/*
- * Rule pmem, a live producer: may the apply wait? The records are durable
- * in the ring already, and an apply (image or journal writes, fdatasync)
- * holds the hub's loop: a doorbell that comes meanwhile waits for it. So
- * records are applied in batches, once they have waited HUB_APPLY_DEFER_MS
- * (the 100 ms tick comes back for them) or fill an eighth of the ring,
- * and at once when anything landed did not become durable (an invalid
- * record: the drain must see it and fence), while one of the agent's
- * volumes runs its full sync (paced by what is applied), or the hub stops.
- */
-static bool apply_can_wait(struct hub_agent *a, enum drain_mode mode)
-{
-	uint64_t dpos, dseq, hpos, hseq;
-	int64_t now;
-
-	if (mode != DRAIN_LIVE || !a->ring_pmem || !a->ring || !a->peer || a->hub->stopping)
-		return false;
-	rf_ring_durable(a->ring, &dpos, &dseq);
-	rf_ring_head(a->ring, &hpos, &hseq);
-	if (a->landed_valid && a->landed_seq >= dseq)
-		return false; /* landed but not durable: the drain decides */
-	for (size_t i = 0; i < a->hub->nvols; i++)
-		if (a->hub->vols[i].owner == a && a->hub->vols[i].sync.active)
-			return false;
-	if (dpos <= hpos)
-		return true; /* nothing to apply */
-	now = rf_now_ms();
-	if (!a->apply_wait_since)
-		a->apply_wait_since = now;
-	return dpos - hpos < rf_ring_data_size(a->ring) / 8 &&
-	       now - a->apply_wait_since < HUB_APPLY_DEFER_MS;
-}
-
 int drain_agent(struct hub_agent *a, enum drain_mode mode)
 {
 	struct drain_result res;
@@ -87,11 +54,6 @@ int drain_agent(struct hub_agent *a, enum drain_mode mode)
 	/* Rule pmem: what landed is durable once flushed in the ring, before
 	 * (and whatever) the apply does. */
 	agent_make_durable(a);
-	if (apply_can_wait(a, mode)) {
-		a->need_drain = false; /* the next DATA event or the tick */
-		return 0;
-	}
-	a->apply_wait_since = 0;
 	n = drain_batch(a, mode, &res);
 
 	if (res.fence)

@@ -136,9 +136,12 @@ void status_agent_lags(const struct hub_agent *a, struct agent_lags *l)
 	dpos = res.start_pos;
 	if (a->ring_pmem && res.durable_pos > dpos)
 		dpos = res.durable_pos < res.end_pos ? res.durable_pos : res.end_pos;
+	/* The valid prefix may hold records whose doorbell is not in yet
+	 * (rdma: written, the WRITE WITH IMM not seen): bytes of a lag that
+	 * counts no record are 0. */
 	l->total.bytes = res.bytes;
-	l->durable.bytes = res.end_pos - dpos;
-	l->apply.bytes = dpos - res.start_pos;
+	l->durable.bytes = l->durable.records ? res.end_pos - dpos : 0;
+	l->apply.bytes = l->apply.records ? dpos - res.start_pos : 0;
 	lag_age(&l->total, res.first_ts_ns, now);
 	lag_age(&l->durable, a->ring_pmem ? res.durable_ts_ns : res.first_ts_ns, now);
 	lag_age(&l->apply, res.first_ts_ns, now);

@@ -8,7 +8,7 @@
 # power cut: no shutdown), boots the VM again on the same NVDIMM file, and
 # the hub replays its ring into the recovery image (then, below durable,
 # the agent comes back; see Usage for what is asserted). The recovery image is a
-# virtio disk (a host file) behind device-mapper's delay target (100 ms per
+# virtio disk (a host file) behind device-mapper's delay target (20 ms per
 # write), so the hub's apply lags the acknowledgements and the ring holds
 # durable records that were never applied when the power goes: the replay
 # after the cut is what puts them in the image.
@@ -63,7 +63,7 @@ guest_setup() {
 	ln -sf /dev/dax0.0 /run/rings/vm1.ring
 	# The recovery image: /dev/vda (the host's recovery.raw), writes delayed.
 	dmsetup create slow --noudevsync \
-		--table "0 $(blockdev --getsz /dev/vda) delay /dev/vda 0 0 /dev/vda 0 100" ||
+		--table "0 $(blockdev --getsz /dev/vda) delay /dev/vda 0 0 /dev/vda 0 20" ||
 		rf_fail "dmsetup could not make the slow disk"
 	dmsetup mknodes slow # no udev in the VM: make /dev/mapper/slow ourselves
 	test -b /dev/mapper/slow || rf_fail "no /dev/mapper/slow after dmsetup mknodes"
